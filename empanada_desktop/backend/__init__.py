@@ -1,0 +1,1 @@
+"""Torch layer: devices, models, training and inference. Knows nothing about Qt."""

@@ -1,0 +1,59 @@
+"""Events yielded by long backend jobs (finetuning, 3D inference).
+
+Jobs are plain generators: ``job(config, stop) -> Iterator[Event]`` whose ``return`` value is the
+result. They check ``stop()`` at every step. ``ui/worker.py`` re-emits these as Qt signals; the CLI
+draws a progress bar from them. The classes are small frozen dataclasses so they cross threads
+safely.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+StopFn = Callable[[], bool]
+
+
+def never_stop() -> bool:
+    return False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One unit of work finished (an optimiser step, a slice)."""
+
+    step: int
+    total: int
+    losses: Mapping[str, float] = field(default_factory=dict)
+    lr: float | None = None
+    seconds_per_step: float | None = None
+    eta_seconds: float | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Validated:
+    """Validation metrics (iou, pq, f1 ...) at ``step``; ``baseline`` for the model before training."""
+
+    step: int
+    metrics: Mapping[str, float]
+    baseline: bool = False
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    step: int
+    path: Path
+    kind: str = "last"  # "last", "best" or "stop"
+
+
+@dataclass(frozen=True)
+class Message:
+    """Something to tell the user (a note about the data, a fallback taken)."""
+
+    text: str
+    level: str = "info"  # "info" or "warning"
+
+
+Event = Progress | Validated | CheckpointSaved | Message

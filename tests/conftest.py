@@ -1,0 +1,34 @@
+"""Test-wide settings: offscreen Qt, an app home in a temporary folder, no network."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def app_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty app home and its own fake ``~/.empanada``."""
+    home = tmp_path_factory.mktemp("app_home")
+    monkeypatch.setenv("EMPANADA_DESKTOP_HOME", str(home))
+    monkeypatch.setenv("EMPANADA_DESKTOP_EMPANADA_DIR", str(home.parent / (home.name + "_empanada")))
+    return home
+
+
+def _has_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    if any("gpu" in item.keywords for item in items) and not _has_cuda():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
