@@ -1,0 +1,213 @@
+"""What is open in the window: an image (2D or 3D, possibly memory-mapped) and its labels.
+
+The document is the one model the viewer, the annotation tools and the patch picker mirror. Only
+the slice on screen is ever read from the image, so a volume larger than RAM stays on disk.
+Labels are an int32 array of the image's shape, created on the first edit with ``np.zeros``
+(the operating system only backs the pages that are written).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from empanada_desktop.core.errors import ImageReadError
+
+log = logging.getLogger(__name__)
+
+PLANES = ("xy", "xz", "yz")
+# Edits are remembered per block of this many voxels along each axis, for autosave.
+CHUNK = 64
+
+
+class Document(QObject):
+    """The image, its labels and the slice on screen.
+
+    Attributes:
+        image: (H, W) or (Z, H, W) array, possibly a read-only memory map.
+        labels: int32 array of the image's shape, or None before anything was painted.
+        path: where the image came from (file or folder), or None.
+        plane: "xy", "xz" or "yz"; the axis that ``index`` runs along is z, y or x.
+        index: the slice on screen.
+        is_stack: True for a folder of unrelated 2D images ("2D stack"): only xy makes sense.
+        annotated_index: if set, only this slice may be painted (flipbooks: the middle slice).
+    """
+
+    imageChanged = Signal()
+    labelsChanged = Signal()  # labels replaced or edited in bulk
+    sliceChanged = Signal()  # plane or index changed
+    labelsEdited = Signal(object)  # a 3D (z0, z1, y0, y1, x0, x1) box of the volume changed
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self.image: np.ndarray | None = None
+        self.labels: np.ndarray | None = None
+        self.path: Path | None = None
+        self.labels_path: Path | None = None
+        self.plane = "xy"
+        self.index = 0
+        self.is_stack = False
+        self.stack_names: list[str] = []
+        self.annotated_index: int | None = None
+        self.edited_chunks: set[tuple[int, int, int]] = set()
+
+    # -- image -------------------------------------------------------------------------------
+    def set_image(self, image: np.ndarray, path: str | Path | None = None, *, is_stack: bool = False,
+                  stack_names: list[str] | None = None) -> None:
+        """Show a new image; drops the labels (the caller saves them first if wanted)."""
+        if image.ndim not in (2, 3) or 0 in image.shape:
+            raise ImageReadError(
+                f"{path or 'The image'} has shape {image.shape}; open a 2D image or a 3D stack "
+                "(Z, H, W) with at least one pixel."
+            )
+        self.image = image
+        self.path = Path(path) if path is not None else None
+        self.labels = None
+        self.labels_path = None
+        self.is_stack = is_stack
+        self.stack_names = list(stack_names or [])
+        self.plane = "xy"
+        self.index = self.n_slices(self.plane) // 2 if image.ndim == 3 and not is_stack else 0
+        self.annotated_index = None
+        self.edited_chunks = set()
+        self.imageChanged.emit()
+        self.labelsChanged.emit()
+        self.sliceChanged.emit()
+
+    @property
+    def is_3d(self) -> bool:
+        return self.image is not None and self.image.ndim == 3
+
+    @property
+    def shape3d(self) -> tuple[int, int, int]:
+        """The image shape with a leading 1 for 2D images."""
+        if self.image is None:
+            return (0, 0, 0)
+        return tuple(self.image.shape) if self.image.ndim == 3 else (1, *self.image.shape)
+
+    def available_planes(self) -> tuple[str, ...]:
+        return PLANES if self.is_3d and not self.is_stack else ("xy",)
+
+    def n_slices(self, plane: str | None = None) -> int:
+        z, h, w = self.shape3d
+        return {"xy": z, "xz": h, "yz": w}[plane or self.plane]
+
+    def set_plane(self, plane: str) -> None:
+        if plane not in self.available_planes():
+            raise ValueError(f"plane {plane!r} is not available for this image")
+        if plane != self.plane:
+            self.plane = plane
+            self.index = self.n_slices() // 2
+            self.sliceChanged.emit()
+
+    def set_index(self, index: int) -> None:
+        index = int(np.clip(index, 0, max(self.n_slices() - 1, 0)))
+        if index != self.index:
+            self.index = index
+            self.sliceChanged.emit()
+
+    def _slicer(self, plane: str | None = None, index: int | None = None) -> tuple:
+        plane = plane or self.plane
+        index = self.index if index is None else index
+        return {"xy": (index, slice(None), slice(None)),
+                "xz": (slice(None), index, slice(None)),
+                "yz": (slice(None), slice(None), index)}[plane]
+
+    def _view3d(self, array: np.ndarray) -> np.ndarray:
+        return array if array.ndim == 3 else array[np.newaxis]
+
+    def current_slice(self) -> np.ndarray:
+        """The 2D image on screen (reads only this slice of a memory-mapped volume)."""
+        if self.image is None:
+            raise ValueError("no image is open")
+        return np.asarray(self._view3d(self.image)[self._slicer()])
+
+    def slice_at(self, plane: str, index: int) -> np.ndarray:
+        return np.asarray(self._view3d(self.image)[self._slicer(plane, index)])
+
+    # -- labels ------------------------------------------------------------------------------
+    def set_labels(self, labels: np.ndarray | None, path: str | Path | None = None) -> None:
+        """Replace the labels (None clears them). Any integer dtype is accepted, kept as int32."""
+        if labels is not None:
+            if self.image is None:
+                raise ImageReadError("Open an image before opening labels onto it.")
+            if tuple(labels.shape) != tuple(self.image.shape):
+                raise ImageReadError(
+                    f"The labels {path or ''} have shape {tuple(labels.shape)} but the image has "
+                    f"shape {tuple(self.image.shape)}; open the labels made for this image."
+                )
+            if not np.issubdtype(labels.dtype, np.integer):
+                raise ImageReadError(
+                    f"The labels {path or ''} are of type {labels.dtype}; labels must be whole "
+                    "numbers (0 = background, 1..N = objects)."
+                )
+            labels = np.array(labels, dtype=np.int32)  # a writable copy, never the memory map
+        self.labels = labels
+        self.labels_path = Path(path) if path is not None else None
+        self.edited_chunks = set()
+        self.labelsChanged.emit()
+
+    def ensure_labels(self) -> np.ndarray:
+        """The labels array, created empty (zeros, lazily backed by the OS) if needed."""
+        if self.labels is None:
+            if self.image is None:
+                raise ValueError("no image is open")
+            self.labels = np.zeros(self.image.shape, dtype=np.int32)
+            self.labelsChanged.emit()
+        return self.labels
+
+    def current_labels(self) -> np.ndarray | None:
+        """The labels of the slice on screen (a writable view), or None if there are none."""
+        if self.labels is None:
+            return None
+        return self._view3d(self.labels)[self._slicer()]
+
+    def labels_view(self) -> np.ndarray:
+        """A writable 2D view of the labels on screen, creating the labels if needed."""
+        return self._view3d(self.ensure_labels())[self._slicer()]
+
+    def set_slice_labels(self, label2d: np.ndarray) -> None:
+        """Write a whole 2D label image into the slice on screen."""
+        view = self.labels_view()
+        if label2d.shape != view.shape:
+            raise ValueError(f"labels of shape {label2d.shape} do not fit the slice {view.shape}")
+        view[...] = label2d
+        self.mark_edited((0, view.shape[0], 0, view.shape[1]))
+
+    def box3d(self, box2d: tuple[int, int, int, int], plane: str | None = None,
+              index: int | None = None) -> tuple[int, int, int, int, int, int]:
+        """Turn a (row0, row1, col0, col1) box of a slice into a (z0, z1, y0, y1, x0, x1) box."""
+        plane = plane or self.plane
+        index = self.index if index is None else index
+        r0, r1, c0, c1 = (int(v) for v in box2d)
+        if plane == "xy":
+            return (index, index + 1, r0, r1, c0, c1)
+        if plane == "xz":
+            return (r0, r1, index, index + 1, c0, c1)
+        return (r0, r1, c0, c1, index, index + 1)
+
+    def mark_edited(self, box2d: tuple[int, int, int, int], plane: str | None = None,
+                    index: int | None = None) -> None:
+        """Record that a box of a slice was changed, and tell the views."""
+        z0, z1, y0, y1, x0, x1 = self.box3d(box2d, plane, index)
+        if z1 <= z0 or y1 <= y0 or x1 <= x0:
+            return
+        for cz in range(z0 // CHUNK, (z1 - 1) // CHUNK + 1):
+            for cy in range(y0 // CHUNK, (y1 - 1) // CHUNK + 1):
+                for cx in range(x0 // CHUNK, (x1 - 1) // CHUNK + 1):
+                    self.edited_chunks.add((cz, cy, cx))
+        self.labelsEdited.emit((z0, z1, y0, y1, x0, x1))
+
+    def can_paint(self) -> bool:
+        return self.image is not None and (
+            self.annotated_index is None or (self.plane == "xy" and self.index == self.annotated_index)
+        )
+
+    @property
+    def display_name(self) -> str:
+        if self.path is None:
+            return "untitled"
+        return self.path.name
