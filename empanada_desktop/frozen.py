@@ -1,0 +1,163 @@
+"""What the frozen (PyInstaller) app needs at start-up, and helpers that work frozen or not.
+
+The bundle's entry script (``packaging/launcher.py``) calls :func:`prepare` first thing, then the
+ordinary command line, ``empanada_desktop.cli.main``. :func:`prepare`:
+
+* calls ``multiprocessing.freeze_support()``: a frozen executable that is re-run as a
+  multiprocessing worker (DataLoader workers with the "spawn" start method on Windows and macOS)
+  must turn into that worker here instead of opening a second app window;
+* on Linux, makes DataLoader workers fork instead of re-running the bundle
+  (``torch.multiprocessing`` already forks on Linux; this only pins it, see :func:`prepare`);
+* installs the start-up probe used by ``benchmarks/startup_time.py`` when
+  ``EMPANADA_DESKTOP_STARTUP_PROBE`` names a file (it records when the main window is first
+  shown, and whether torch was imported by then and from where).
+
+Bundled weights: ``packaging/build.py --models DIR`` copies ``DIR``'s weight files (``*.pth``,
+with optional ``*.yaml``) into the bundle's ``resources/models_weights/``. :func:`bundled_weights_dir`
+returns that folder (or ``None``); the model registry treats it like ``~/.empanada``: a built-in
+model whose weights file name (the last part of its config's ``model:`` URL, e.g.
+``MitoNet_v1.pth``) is found there is installed, read-only, without a download.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+STARTUP_PROBE_ENV = "EMPANADA_DESKTOP_STARTUP_PROBE"
+BUNDLED_WEIGHTS_DIRNAME = "models_weights"
+
+
+def is_frozen() -> bool:
+    """True inside a PyInstaller bundle."""
+    return bool(getattr(sys, "frozen", False)) and hasattr(sys, "_MEIPASS")
+
+
+def bundle_root() -> Path:
+    """The folder that holds ``resources/``: the bundle's ``_internal`` folder, else the repo."""
+    if is_frozen():
+        return Path(sys._MEIPASS)  # type: ignore[attr-defined]
+    return Path(__file__).resolve().parents[1]
+
+
+def resources_root() -> Path:
+    """``resources/`` beside the package (repo) or inside the bundle (frozen).
+
+    ``core.resources.resources_dir()`` is the name the rest of the app uses; this one exists so
+    that the start-up code and the packaging tests do not depend on the core part.
+    """
+    return bundle_root() / "resources"
+
+
+def bundled_weights_dir() -> Path | None:
+    """The folder of weight files shipped inside the bundle, or None when there is none."""
+    folder = resources_root() / BUNDLED_WEIGHTS_DIRNAME
+    if folder.is_dir() and any(folder.glob("*.pth")):
+        return folder
+    return None
+
+
+def bundled_weight_files() -> dict[str, Path]:
+    """Weight files shipped in the bundle, by file name (e.g. ``{"MitoNet_v1.pth": path}``)."""
+    folder = bundled_weights_dir()
+    if folder is None:
+        return {}
+    return {path.name: path for path in sorted(folder.glob("*.pth"))}
+
+
+def prepare() -> None:
+    """Run before anything else in the frozen entry point (safe, and cheap, when not frozen)."""
+    import multiprocessing
+
+    # In a worker process started by "spawn" this does not return: it runs the worker and exits.
+    multiprocessing.freeze_support()
+    if is_frozen() and sys.platform.startswith("linux"):
+        # "fork" is Linux's default already; pinning it keeps a bundle-wide setting from
+        # switching workers to "spawn", which would re-execute the whole app per worker.
+        try:
+            multiprocessing.set_start_method("fork")
+        except RuntimeError:  # already set by someone who knew better
+            pass
+    probe_file = os.environ.get(STARTUP_PROBE_ENV)
+    if probe_file:
+        install_startup_probe(Path(probe_file))
+
+
+# --- start-up probe (benchmarks/startup_time.py) ---------------------------------------------
+
+
+class _TorchImportWatcher:
+    """A meta path finder that records the stack of the first ``import torch``."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] | None = None
+        self.at: float | None = None
+
+    def find_spec(self, name, path=None, target=None):  # noqa: D102 - importlib protocol
+        if self.stack is None and (name == "torch" or name.startswith("torch.")):
+            self.at = time.time()
+            frames = traceback.extract_stack()[:-1]
+            # Keep our own package's frames: they say which of our modules pulled torch in.
+            ours = [f"{f.filename}:{f.lineno} {f.name}" for f in frames if "empanada_desktop" in f.filename]
+            self.stack = ours or [f"{f.filename}:{f.lineno} {f.name}" for f in frames[-6:]]
+        return None  # never import anything ourselves
+
+
+def install_startup_probe(result_file: Path) -> None:
+    """Write ``result_file`` (JSON) when the first top-level window is shown, then exit.
+
+    Fields: ``visible_at`` (``time.time()`` when the window was shown and the event queue had
+    been processed once), ``torch_imported`` (bool), ``torch_imported_at``, ``torch_import_stack``
+    (where the first ``import torch`` came from), ``window_title``. The process exits at once with
+    status 0 (``os._exit``), so nothing else runs after the measurement.
+    """
+    watcher = _TorchImportWatcher()
+    sys.meta_path.insert(0, watcher)
+
+    from PySide6 import QtCore, QtWidgets
+
+    class _ShowFilter(QtCore.QObject):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fired = False
+
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt naming
+            shown = event.type() in (QtCore.QEvent.Type.Show, QtCore.QEvent.Type.Expose)
+            if not self.fired and shown and isinstance(obj, QtWidgets.QMainWindow):
+                self.fired = True
+                # Let the queued show/paint events run once before taking the time.
+                QtCore.QTimer.singleShot(0, lambda: _finish(obj))
+            return False
+
+    def _finish(window) -> None:
+        result = {
+            "visible_at": time.time(),
+            "window_visible": bool(window.isVisible()),
+            "window_title": window.windowTitle(),
+            "torch_imported": "torch" in sys.modules,
+            "torch_imported_at": watcher.at,
+            "torch_import_stack": watcher.stack,
+            "frozen": is_frozen(),
+        }
+        result_file.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        logging.shutdown()
+        os._exit(0)
+
+    show_filter = _ShowFilter()
+    original_init = QtWidgets.QApplication.__init__
+
+    def _init_with_filter(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        self.installEventFilter(show_filter)
+
+    # The app creates its QApplication later, inside run_app(); hook the constructor so the
+    # filter sees every event from the very first one.
+    QtWidgets.QApplication.__init__ = _init_with_filter
+    logger.debug("start-up probe installed, result -> %s", result_file)
