@@ -1,0 +1,449 @@
+"""The model registry: which models exist, where their weights are, and how to add more.
+
+Three kinds of entries, listed together by :meth:`ModelRegistry.list`:
+
+* **registered** models live in the app home, one folder each:
+  ``app_home()/models/<name>/{<name>.pth, <name>.yaml, registry.json}``. The yaml/pth pair is
+  exactly what empanada-napari loads; ``registry.json`` records the sha256, size, parameter count
+  and where the file came from. Source ``"user"``, or ``"builtin"`` when it holds a built-in's
+  weights.
+* **built-in** configs ship in ``resources/models``. Without weights they are listed as "weights
+  not installed" with the exact file to import; nothing is downloaded.
+* **discovered** models of an empanada-napari install (``~/.empanada``): built-in weights it
+  downloaded (named after the URL's last path part) and its user configs
+  (``~/.empanada/configs/<name>.yaml``). Listed with source ``"empanada"``, used in place and
+  never copied until the user imports or adopts them.
+
+Core has no torch, so loading a file to check it is the caller's ``verify(path) -> dict``
+(``empanada_desktop.backend.torchscript.verify_model_file``); the registry itself checks that a
+file is a complete TorchScript archive before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from empanada_desktop.core import paths
+from empanada_desktop.core.errors import ConfigError, ModelLoadError, RegistryError, UserError
+from empanada_desktop.core.model_config import ModelConfig
+from empanada_desktop.core.registry_files import (
+    RegisteredModel,
+    check_torchscript_archive,
+    copy_with_sha256,
+    file_sha256,
+    read_entry,
+    weights_file_name,
+    write_entry_json,
+)
+from empanada_desktop.core.resources import builtin_config_dir
+
+__all__ = ["ModelRegistry", "RegisteredModel", "VerifyFn", "weights_file_name"]
+
+log = logging.getLogger(__name__)
+
+VerifyFn = Callable[[Path], dict]
+
+# Built-ins in the order they are listed (the most useful first).
+BUILTIN_ORDER = ("MitoNet_v1", "MitoNet_v1_mini", "NucleoNet_base_v2", "DropNet_base_v1")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ModelRegistry:
+    """Registered, built-in and discovered models; see the module docstring.
+
+    Args:
+        home: the folder holding one sub-folder per registered model; defaults to
+            ``paths.models_dir()``.
+        empanada_dir: empanada-napari's folder; defaults to ``paths.empanada_user_dir()``.
+    """
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, empanada_dir: str | os.PathLike[str] | None = None):
+        self.home = Path(home) if home is not None else paths.models_dir()
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.empanada_dir = Path(empanada_dir) if empanada_dir is not None else paths.empanada_user_dir()
+        #: Files found while listing that could not be used, each with the reason.
+        self.problems: list[str] = []
+
+    # -- listing ------------------------------------------------------------------------------
+
+    def list(self) -> list[RegisteredModel]:
+        """All models: built-ins first, then registered ones, then those found in ~/.empanada."""
+        self.problems = []
+        entries: dict[str, RegisteredModel] = {}
+        builtins = self._builtin_configs()
+        registered = self._registered(builtins)
+        for name, (config, config_path) in builtins.items():
+            if name in registered:
+                entries[name] = registered.pop(name)
+                continue
+            found = self.empanada_dir / weights_file_name(config.model)
+            if found.is_file():
+                entries[name] = RegisteredModel(
+                    name, config.with_model_path(str(found), config.model_quantized), found,
+                    builtin=True, source="empanada", config_path=config_path,
+                )
+            else:
+                entries[name] = RegisteredModel(
+                    name, config, None, builtin=True, source="builtin", config_path=config_path
+                )
+        for name in sorted(registered, key=str.lower):
+            entries[name] = registered[name]
+        for model in self._empanada_configs():
+            if _lower(model.name) not in {_lower(n) for n in entries}:
+                entries[model.name] = model
+        return list(entries.values())
+
+    def names(self) -> list[str]:
+        return [model.name for model in self.list()]
+
+    def get(self, name: str) -> RegisteredModel:
+        """The model called ``name``; unknown names raise RegistryError listing the known ones."""
+        models = self.list()
+        for model in models:
+            if model.name == name:
+                return model
+        matches = [m for m in models if _lower(m.name) == _lower(name)]
+        if len(matches) == 1:
+            return matches[0]
+        known = ", ".join(m.name for m in models) or "none"
+        raise RegistryError(f"Unknown model '{name}'. Known models: {known}.")
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Facts about a model for people: classes, kind, padding, first label, size, ..."""
+        model = self.get(name)
+        config = model.config
+        things = set(config.thing_list)
+        if not things:
+            kind = "semantic"
+        elif things == set(config.labels):
+            kind = "instance"
+        else:
+            kind = "panoptic (instance and semantic classes)"
+        divisor = config.engine_params.label_divisor
+        if len(config.labels) == 1:
+            start = {config.class_names[config.labels[0]]: 1}
+        else:  # panoptic ids: class * label_divisor + instance
+            start = {config.class_names[c]: c * divisor + 1 for c in config.labels}
+        return {
+            "name": model.name,
+            "source": model.source,
+            "builtin": model.builtin,
+            "installed": model.installed,
+            "weights": str(model.weights_path) if model.weights_path else None,
+            "missing_weights": model.missing_weights_hint,
+            "classes": {c: config.class_names[c] for c in config.labels},
+            "kind": kind,
+            "instance_classes": [config.class_names[c] for c in config.thing_list],
+            "padding_factor": config.padding_factor,
+            "norms": {"mean": config.norms.mean, "std": config.norms.std},
+            "first_label": start,
+            "label_divisor": divisor,
+            "architecture": config.architecture,
+            "encoder": config.encoder,
+            "parameters": model.parameters,
+            "size_bytes": model.size,
+            "sha256": model.sha256,
+            "description": config.description,
+        }
+
+    # -- changing -----------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        config: ModelConfig,
+        weights_file: str | os.PathLike[str],
+        *,
+        copy: bool = True,
+        verify: VerifyFn | None = None,
+        imported_from: str | None = None,
+    ) -> RegisteredModel:
+        """Register ``weights_file`` with ``config`` under ``name`` in the app home.
+
+        With ``copy=True`` the file is copied into the model's folder; with ``copy=False`` the
+        registry refers to it where it is (for large files the app wrote itself). Either way the
+        file must be a complete TorchScript archive and pass ``verify``; on any failure nothing
+        of the registry changes.
+        """
+        self._check_new_name(name)
+        source_file = _existing_weights(Path(weights_file))
+        check_torchscript_archive(source_file)
+        info = _run_verify(verify, source_file)
+        builtin = name in self._builtin_configs()
+        staging = self.home / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            if copy:
+                target = self.home / name / f"{name}.pth"
+                sha256, size = copy_with_sha256(source_file, staging / target.name)
+                weights_ref = target.name
+            else:
+                target = source_file.resolve()
+                sha256, size = file_sha256(target), target.stat().st_size
+                weights_ref = str(target)
+            final_config = config.with_model_path(str(target))
+            final_config.to_yaml(staging / f"{name}.yaml")
+            write_entry_json(
+                staging / "registry.json",
+                {
+                    "name": name,
+                    "source": "builtin" if builtin else "user",
+                    "weights": weights_ref,
+                    "sha256": sha256,
+                    "size": size,
+                    "parameters": info.get("parameters"),
+                    "format": info.get("format"),
+                    "imported_from": imported_from or str(source_file.resolve()),
+                },
+            )
+            final_dir = self.home / name
+            if final_dir.exists():
+                raise RegistryError(f"A model called '{name}' appeared meanwhile; choose another name.")
+            os.replace(staging, final_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        log.info("registered model %s (%s bytes, sha256 %s)", name, size, sha256)
+        return self.get(name)
+
+    def import_weights(
+        self,
+        file: str | os.PathLike[str],
+        name: str,
+        like: str | None = None,
+        config_file: str | os.PathLike[str] | None = None,
+        verify: VerifyFn | None = None,
+    ) -> RegisteredModel:
+        """Copy a TorchScript ``.pth`` into the app home and register it.
+
+        The config comes from ``config_file`` (an empanada YAML), else from the model ``like``
+        (any known name), else from the built-in of the same name or whose weights file is
+        called like ``file`` (``MitoNet_v1.pth``), else from a ``<stem>.yaml`` next to the file
+        (an empanada export); otherwise a RegistryError asks for one of them.
+        """
+        file = Path(file)
+        if like and config_file:
+            raise ConfigError("Give either a model to copy the config from (--like) or a config file (--config), not both.")
+        _existing_weights(file)
+        if config_file:
+            config = ModelConfig.from_yaml(config_file)
+        elif like:
+            config = self.get(like).config
+        else:
+            config = self._guess_config(file, name)
+        return self.register(name, config, file, copy=True, verify=verify, imported_from=str(file.resolve()))
+
+    def adopt(self, name: str, *, new_name: str | None = None, verify: VerifyFn | None = None) -> RegisteredModel:
+        """Copy a model found in ~/.empanada into the app home (it then no longer depends on it)."""
+        model = self.get(name)
+        if model.source != "empanada":
+            raise RegistryError(f"'{model.name}' is not a model found in {self.empanada_dir}; nothing to adopt.")
+        if not model.installed:
+            raise RegistryError(f"'{model.name}' has no weights file: {model.missing_weights_hint}")
+        return self.register(
+            new_name or model.name, model.config, model.weights_path, copy=True, verify=verify
+        )
+
+    def rename(self, old: str, new: str) -> RegisteredModel:
+        """Rename a registered model (its folder, files, yaml ``model:`` and registry.json)."""
+        model = self._owned(old, "renamed")
+        if new == model.name:
+            return model
+        self._check_new_name(new, ignore=model.name)
+        old_dir = self.home / model.name
+        staging = self.home / f".staging-{new}-{uuid.uuid4().hex[:8]}"
+        os.replace(old_dir, staging)
+        try:
+            entry = read_entry(staging / "registry.json")
+            weights_ref = entry["weights"]
+            if weights_ref == f"{model.name}.pth":
+                os.replace(staging / weights_ref, staging / f"{new}.pth")
+                weights_ref = f"{new}.pth"
+                weights_target = str(self.home / new / weights_ref)
+            else:
+                weights_target = weights_ref
+            model.config.with_model_path(weights_target, None).to_yaml(staging / f"{new}.yaml")
+            (staging / f"{model.name}.yaml").unlink(missing_ok=True)
+            entry.update(name=new, weights=weights_ref, source="builtin" if new in self._builtin_configs() else "user")
+            write_entry_json(staging / "registry.json", entry)
+            os.replace(staging, self.home / new)
+        except BaseException:
+            log.exception("renaming %s to %s failed; restoring", model.name, new)
+            if (staging / f"{new}.pth").exists() and not (staging / f"{model.name}.pth").exists():
+                os.replace(staging / f"{new}.pth", staging / f"{model.name}.pth")
+            if staging.exists():
+                os.replace(staging, old_dir)
+            raise
+        log.info("renamed model %s to %s", model.name, new)
+        return self.get(new)
+
+    def remove(self, name: str) -> None:
+        """Delete a registered model's folder (a built-in stays listed, without weights)."""
+        model = self._owned(name, "removed")
+        trash = self.home / f".trash-{model.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(self.home / model.name, trash)  # atomic: gone from the list at once
+        shutil.rmtree(trash, ignore_errors=True)
+        log.info("removed model %s", model.name)
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _owned(self, name: str, verb: str) -> RegisteredModel:
+        model = self.get(name)
+        if model.registered:
+            return model
+        if model.source == "empanada":
+            raise RegistryError(
+                f"'{model.name}' belongs to empanada-napari ({model.weights_path or model.config_path}) "
+                f"and cannot be {verb} here; import it first to get your own copy."
+            )
+        raise RegistryError(f"'{model.name}' is a built-in model and cannot be {verb}.")
+
+    def _check_new_name(self, name: str, ignore: str | None = None) -> None:
+        if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith("."):
+            raise RegistryError(
+                f"'{name}' cannot be a model name: use up to 64 letters, digits, '_', '-' or '.', "
+                "starting with a letter or digit (no spaces)."
+            )
+        for existing in self._registered_dirs():
+            if existing.name != ignore and _lower(existing.name) == _lower(name):
+                raise RegistryError(
+                    f"A model called '{existing.name}' is already registered; choose another name "
+                    "or remove that model first."
+                )
+
+    def _guess_config(self, file: Path, name: str) -> ModelConfig:
+        builtins = self._builtin_configs()
+        if name in builtins:
+            return builtins[name][0]
+        for config, _ in builtins.values():
+            if weights_file_name(config.model) == file.name:
+                return config
+        sibling = file.with_suffix(".yaml")
+        if sibling.is_file():
+            return ModelConfig.from_yaml(sibling)
+        raise RegistryError(
+            f"Which kind of model is {file.name}? Give its empanada config (--config FILE.yaml) or a "
+            f"model it was finetuned from (--like MitoNet_v1); known: {', '.join(self.names())}."
+        )
+
+    def _builtin_configs(self) -> dict[str, tuple[ModelConfig, Path]]:
+        found: dict[str, tuple[ModelConfig, Path]] = {}
+        paths_ = sorted(builtin_config_dir().glob("*.yaml"))
+        order = {name: i for i, name in enumerate(BUILTIN_ORDER)}
+        for path in sorted(paths_, key=lambda p: (order.get(p.stem, len(order)), p.stem)):
+            try:
+                found[path.stem] = (ModelConfig.from_yaml(path), path)
+            except ConfigError as error:  # a broken install; say so, list the rest
+                self.problems.append(str(error))
+                log.warning("%s", error)
+        return found
+
+    def _registered_dirs(self) -> list[Path]:
+        return sorted(p for p in self.home.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def _registered(self, builtins: dict) -> dict[str, RegisteredModel]:
+        models: dict[str, RegisteredModel] = {}
+        for folder in self._registered_dirs():
+            try:
+                model = read_entry_model(folder, builtin=folder.name in builtins)
+            except UserError as error:
+                self.problems.append(str(error))
+                log.warning("%s", error)
+                continue
+            models[model.name] = model
+        return models
+
+    def _empanada_configs(self) -> list[RegisteredModel]:
+        config_dir = self.empanada_dir / "configs"
+        if not config_dir.is_dir():
+            return []
+        models = []
+        for path in sorted(config_dir.glob("*.yaml")):
+            if path.name.startswith("."):
+                continue
+            try:
+                config = ModelConfig.from_yaml(path)
+            except ConfigError as error:
+                self.problems.append(str(error))
+                log.warning("skipping empanada config: %s", error)
+                continue
+            weights = self._empanada_weights(config.model, path.parent)
+            if weights is not None:
+                config = config.with_model_path(str(weights), config.model_quantized)
+            models.append(
+                RegisteredModel(path.stem, config, weights, builtin=False, source="empanada", config_path=path)
+            )
+        return models
+
+    def _empanada_weights(self, model: str, config_dir: Path) -> Path | None:
+        """Where empanada-napari would find ``model:`` on this machine, if it is there."""
+        if "://" in model:
+            candidates = [self.empanada_dir / weights_file_name(model)]
+        else:
+            given = Path(model).expanduser()
+            candidates = [given] if given.is_absolute() else [
+                config_dir / given, self.empanada_dir / given, self.empanada_dir / "models" / given.name,
+            ]
+        return next((c for c in candidates if c.is_file()), None)
+
+
+def read_entry_model(folder: Path, *, builtin: bool) -> RegisteredModel:
+    """Load one registered model's folder; a broken folder raises RegistryError naming it."""
+    entry = read_entry(folder / "registry.json")
+    name = folder.name
+    weights_ref = entry.get("weights") or f"{name}.pth"
+    weights = Path(weights_ref) if Path(weights_ref).is_absolute() else folder / weights_ref
+    yaml_path = folder / f"{name}.yaml"
+    try:
+        config = ModelConfig.from_yaml(yaml_path)
+    except ConfigError as error:
+        raise RegistryError(f"Registered model '{name}' has a broken config: {error}") from None
+    # The yaml's model: may be stale if the app home moved; the folder is the truth.
+    config = config.with_model_path(str(weights), None)
+    return RegisteredModel(
+        name,
+        config,
+        weights,
+        builtin=builtin,
+        source="builtin" if builtin else entry.get("source", "user"),
+        sha256=entry.get("sha256"),
+        size=entry.get("size"),
+        parameters=entry.get("parameters"),
+        config_path=yaml_path,
+        registered=True,
+    )
+
+
+def _existing_weights(path: Path) -> Path:
+    if not path.exists():
+        raise ModelLoadError(f"Model file {path} does not exist; check the path.")
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is a folder, not a model file; choose the .pth file inside it.")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"Model file {path} is empty (0 bytes); copy or download it again.")
+    return path
+
+
+def _run_verify(verify: VerifyFn | None, path: Path) -> dict:
+    if verify is None:
+        log.info("registering %s without loading it (no verify function given)", path)
+        return {}
+    try:
+        info = verify(path)
+    except UserError:
+        raise
+    except Exception as error:  # a loader failing in an unforeseen way is still the file's fault
+        raise ModelLoadError(f"{path} could not be loaded as a model: {error}") from error
+    return dict(info or {})
+
+
+def _lower(name: str) -> str:
+    # Model folders must not collide on case-insensitive file systems (macOS, Windows).
+    return name.casefold()
