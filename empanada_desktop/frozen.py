@@ -32,6 +32,9 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 STARTUP_PROBE_ENV = "EMPANADA_DESKTOP_STARTUP_PROBE"
+# Optional: wait this many milliseconds after the window is shown before recording (the smoke
+# test uses it to let the window finish opening the file it was given).
+STARTUP_PROBE_DELAY_ENV = "EMPANADA_DESKTOP_STARTUP_PROBE_DELAY_MS"
 BUNDLED_WEIGHTS_DIRNAME = "models_weights"
 
 
@@ -87,7 +90,8 @@ def prepare() -> None:
             pass
     probe_file = os.environ.get(STARTUP_PROBE_ENV)
     if probe_file:
-        install_startup_probe(Path(probe_file))
+        delay_ms = int(os.environ.get(STARTUP_PROBE_DELAY_ENV) or 0)
+        install_startup_probe(Path(probe_file), delay_ms=delay_ms)
 
 
 # --- start-up probe (benchmarks/startup_time.py) ---------------------------------------------
@@ -110,13 +114,14 @@ class _TorchImportWatcher:
         return None  # never import anything ourselves
 
 
-def install_startup_probe(result_file: Path) -> None:
-    """Write ``result_file`` (JSON) when the first top-level window is shown, then exit.
+def install_startup_probe(result_file: Path, delay_ms: int = 0) -> None:
+    """Write ``result_file`` (JSON) when the first main window is shown, then exit.
 
     Fields: ``visible_at`` (``time.time()`` when the window was shown and the event queue had
     been processed once), ``torch_imported`` (bool), ``torch_imported_at``, ``torch_import_stack``
-    (where the first ``import torch`` came from), ``window_title``. The process exits at once with
-    status 0 (``os._exit``), so nothing else runs after the measurement.
+    (where the first ``import torch`` came from), ``window_title``, ``image_shape`` (of the
+    window's open document, if any; recorded after ``delay_ms``, visible_at is not). The process
+    then exits at once with status 0 (``os._exit``), so nothing else runs after the measurement.
     """
     watcher = _TorchImportWatcher()
     sys.meta_path.insert(0, watcher)
@@ -133,12 +138,19 @@ def install_startup_probe(result_file: Path) -> None:
             if not self.fired and shown and isinstance(obj, QtWidgets.QMainWindow):
                 self.fired = True
                 # Let the queued show/paint events run once before taking the time.
-                QtCore.QTimer.singleShot(0, lambda: _finish(obj))
+                QtCore.QTimer.singleShot(0, lambda: _shown(obj))
             return False
 
-    def _finish(window) -> None:
+    def _shown(window) -> None:
+        visible_at = time.time()
+        QtCore.QTimer.singleShot(delay_ms, lambda: _finish(window, visible_at))
+
+    def _finish(window, visible_at: float) -> None:
+        document = getattr(window, "document", None)
+        image = getattr(document, "image", None)
         result = {
-            "visible_at": time.time(),
+            "visible_at": visible_at,
+            "image_shape": list(image.shape) if image is not None else None,
             "window_visible": bool(window.isVisible()),
             "window_title": window.windowTitle(),
             "torch_imported": "torch" in sys.modules,
