@@ -1,0 +1,60 @@
+"""A tiny stand-in for a segmentation model whose answers are known from its input.
+
+It follows empanada's model contract (forward(x, render_steps, interpolate_ins) -> dict) and
+reads the image intensity back from the normalised input: bright pixels are foreground, the
+center heatmap is the intensity itself (so a blob brightest in its middle has one center there)
+and all offsets are zero (every pixel joins the geometrically nearest center).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MEAN = 0.57571
+STD = 0.12765
+
+
+class BlobModel(nn.Module):
+    def __init__(self, num_classes: int = 1):
+        super().__init__()
+        self.num_classes = num_classes
+        self.scale = nn.Parameter(torch.ones(()))  # so that .to(device) and .eval() mean something
+
+    def forward(self, x: torch.Tensor, render_steps: int = 2, interpolate_ins: bool = True):
+        intensity = (x * STD + MEAN) * self.scale
+        fg = 20.0 * (intensity - 0.5)
+        if self.num_classes == 1:
+            sem = fg
+        else:  # class 1 for mid intensities, class 2 for the brightest pixels
+            sem = torch.cat([-fg, fg - 20.0 * (intensity - 0.8).clamp(min=0) * 4, 30.0 * (intensity - 0.8)], 1)
+        scale = 2 ** (render_steps - 2)
+        if scale != 1:
+            sem = F.interpolate(sem, scale_factor=scale, mode="nearest")
+        ctr = F.avg_pool2d(intensity, 4)
+        offsets = torch.zeros((x.shape[0], 2) + ctr.shape[-2:], dtype=x.dtype, device=x.device)
+        if interpolate_ins:
+            ctr = F.interpolate(ctr, scale_factor=4, mode="bilinear", align_corners=True)
+            offsets = F.interpolate(offsets, scale_factor=4, mode="bilinear", align_corners=True)
+        return {"sem_logits": sem, "ctr_hmp": ctr, "offsets": offsets}
+
+
+def blob_image(shape, centers, radius, peak=255, rim=150) -> np.ndarray:
+    """uint8 image of discs brightest in their middle (peak) and dimmer at the rim."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = np.zeros(shape, np.float64)
+    for cy, cx in centers:
+        d = np.hypot(yy - cy, xx - cx)
+        disc = np.where(d <= radius, peak - (peak - rim) * d / radius, 0)
+        image = np.maximum(image, disc)
+    return image.astype(np.uint8)
+
+
+def model_config(**engine):
+    from empanada_desktop.core.model_config import ModelConfig
+
+    return ModelConfig(
+        class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="fake.pth", padding_factor=16
+    )
