@@ -165,6 +165,10 @@ class Document(QObject):
             return None
         return self._view3d(self.labels)[self._slicer()]
 
+    def labels3d(self) -> np.ndarray:
+        """The labels as (Z, H, W) (a view with Z = 1 for 2D images), created if needed."""
+        return self._view3d(self.ensure_labels())
+
     def labels_view(self) -> np.ndarray:
         """A writable 2D view of the labels on screen, creating the labels if needed."""
         return self._view3d(self.ensure_labels())[self._slicer()]
@@ -192,7 +196,11 @@ class Document(QObject):
     def mark_edited(self, box2d: tuple[int, int, int, int], plane: str | None = None,
                     index: int | None = None) -> None:
         """Record that a box of a slice was changed, and tell the views."""
-        z0, z1, y0, y1, x0, x1 = self.box3d(box2d, plane, index)
+        self.mark_edited3d(self.box3d(box2d, plane, index))
+
+    def mark_edited3d(self, box3d: tuple[int, int, int, int, int, int]) -> None:
+        """Record that a (z0, z1, y0, y1, x0, x1) box of the labels changed, and tell the views."""
+        z0, z1, y0, y1, x0, x1 = (int(v) for v in box3d)
         if z1 <= z0 or y1 <= y0 or x1 <= x0:
             return
         for cz in range(z0 // CHUNK, (z1 - 1) // CHUNK + 1):

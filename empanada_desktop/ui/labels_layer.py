@@ -145,3 +145,4 @@ class LabelsControls(QWidget):
         form.addRow(self.visible_box)
         form.addRow(self.outline_box)
         form.addRow("Opacity", self.opacity)
+        self.setMaximumHeight(self.sizeHint().height())

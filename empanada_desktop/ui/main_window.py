@@ -18,6 +18,8 @@ from empanada_desktop import __version__
 from empanada_desktop.core.errors import UserError
 from empanada_desktop.core.paths import app_home
 from empanada_desktop.ui import opening
+from empanada_desktop.ui.annotation import AnnotationController
+from empanada_desktop.ui.annotation_panel import AnnotationPanel
 from empanada_desktop.ui.document import Document
 from empanada_desktop.ui.labels_layer import LabelsControls
 from empanada_desktop.ui.screenshots import register_screen
@@ -83,6 +85,13 @@ class MainWindow(QMainWindow):
 
     def _build_panels(self) -> None:
         """Part 1's panels; other parts add theirs through add_panel / add_menu_action."""
+        self.annotation = AnnotationController(self.document, self.viewer, self)
+        self.annotation_panel = AnnotationPanel(self.annotation)
+        self.add_panel("Annotation", self.annotation_panel, "left")
+        edit = self._menu("&Edit")
+        edit.addAction(self.annotation_panel.undo_action)
+        edit.addAction(self.annotation_panel.redo_action)
+        self.annotation.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
 
     # -- extension points ------------------------------------------------------------------
     def add_panel(self, name: str, widget: QWidget, area: str | Qt.DockWidgetArea = "right",

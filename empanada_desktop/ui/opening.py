@@ -107,22 +107,28 @@ def synthetic_em(shape: tuple[int, int, int] = (16, 256, 256), seed: int = 0,
     rng = np.random.default_rng(seed)
     z, h, w = shape
     zz, yy, xx = np.mgrid[0:z, 0:h, 0:w].astype(np.float32)
-    image = np.full(shape, 170.0, dtype=np.float32)
+    image = np.full(shape, 175.0, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.int32)
     n_objects = max(3, (h * w) // 5000)
-    for label in range(1, n_objects + 1):
+    label = 0
+    for _attempt in range(n_objects * 5):
+        if label == n_objects:
+            break
         cz, cy, cx = rng.uniform(0, z), rng.uniform(12, h - 12), rng.uniform(12, w - 12)
-        rz, ry, rx = rng.uniform(3, 8), rng.uniform(6, 18), rng.uniform(10, 30)
+        rz, ry, rx = rng.uniform(3, 8), rng.uniform(6, 16), rng.uniform(10, 28)
         angle = rng.uniform(0, np.pi)
         dy, dx = yy - cy, xx - cx
         u = dx * np.cos(angle) + dy * np.sin(angle)
         v = -dx * np.sin(angle) + dy * np.cos(angle)
         r = np.sqrt(((zz - cz) / rz) ** 2 + (u / rx) ** 2 + (v / ry) ** 2)
-        inside = (r < 1.0) & (labels == 0)
-        image[(r >= 0.85) & (r < 1.0)] = 60.0  # dark membrane
-        image[r < 0.85] = 115.0 + 20.0 * np.sin(u[r < 0.85] / 2.0)  # cristae-like texture
-        labels[inside] = label
-    image += rng.normal(0, 12, size=shape).astype(np.float32)
+        if (labels[r < 1.15] != 0).any():
+            continue  # keep objects apart, like real mitochondria
+        label += 1
+        image[(r >= 0.8) & (r < 1.0)] = 55.0  # dark double membrane
+        inner = r < 0.8
+        image[inner] = 120.0 + 35.0 * (np.sin(u[inner] / 1.5) > 0.6)  # cristae-like stripes
+        labels[r < 1.0] = label
+    image += rng.normal(0, 9, size=shape).astype(np.float32)
     return np.clip(image, 0, 255).astype(np.uint8), labels
 
 
