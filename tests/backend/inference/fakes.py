@@ -1,9 +1,10 @@
 """A tiny stand-in for a segmentation model whose answers are known from its input.
 
 It follows empanada's model contract (forward(x, render_steps, interpolate_ins) -> dict) and
-reads the image intensity back from the normalised input: bright pixels are foreground, the
-center heatmap is the intensity itself (so a blob brightest in its middle has one center there)
-and all offsets are zero (every pixel joins the geometrically nearest center).
+reads the image intensity back from the normalised input: pixels of at least 0.75 (191 of 255)
+are foreground, the center heatmap is the intensity above 0.6 (so a blob brightest in its middle
+has one center there, and the zero padding, which is the mean intensity 0.58, has none) and all
+offsets are zero (every pixel joins the geometrically nearest center).
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ class BlobModel(nn.Module):
 
     def forward(self, x: torch.Tensor, render_steps: int = 2, interpolate_ins: bool = True):
         intensity = (x * STD + MEAN) * self.scale
-        fg = 20.0 * (intensity - 0.5)
+        fg = 20.0 * (intensity - 0.75)
         if self.num_classes == 1:
             sem = fg
         else:  # class 1 for mid intensities, class 2 for the brightest pixels
-            sem = torch.cat([-fg, fg - 20.0 * (intensity - 0.8).clamp(min=0) * 4, 30.0 * (intensity - 0.8)], 1)
+            sem = torch.cat([-fg, fg - 20.0 * (intensity - 0.9).clamp(min=0) * 4, 30.0 * (intensity - 0.9)], 1)
         scale = 2 ** (render_steps - 2)
         if scale != 1:
             sem = F.interpolate(sem, scale_factor=scale, mode="nearest")
-        ctr = F.avg_pool2d(intensity, 4)
+        ctr = F.avg_pool2d((intensity - 0.6).clamp(min=0), 4)
         offsets = torch.zeros((x.shape[0], 2) + ctr.shape[-2:], dtype=x.dtype, device=x.device)
         if interpolate_ins:
             ctr = F.interpolate(ctr, scale_factor=4, mode="bilinear", align_corners=True)
@@ -41,8 +42,11 @@ class BlobModel(nn.Module):
         return {"sem_logits": sem, "ctr_hmp": ctr, "offsets": offsets}
 
 
-def blob_image(shape, centers, radius, peak=255, rim=150) -> np.ndarray:
-    """uint8 image of discs brightest in their middle (peak) and dimmer at the rim."""
+def blob_image(shape, centers, radius, peak=255, rim=160) -> np.ndarray:
+    """uint8 image of discs brightest in their middle (peak) and dimmer at the rim.
+
+    With the defaults, BlobModel finds a disc of radius 0.67 * ``radius``.
+    """
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     image = np.zeros(shape, np.float64)
     for cy, cx in centers:
