@@ -39,6 +39,8 @@ class FinetuneConfig:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         new_name: name the finetuned model is registered under.
         out_dir: run folder; default ``<app home>/runs/<new_name>-<timestamp>``.
+        resume: a run folder to continue (its ``config.yaml`` wins over these settings, except
+            ``device``).
         seed: seeds data order, augmentation and the model's random sampling.
         max_lr, weight_decay, pct_start: AdamW + OneCycleLR settings (empanada's defaults).
         precision: ``auto`` picks bf16/fp16 autocast where it helps, else fp32.
@@ -61,6 +63,7 @@ class FinetuneConfig:
     batch_size: int = 16
     device: str = "auto"
     out_dir: Path | None = None
+    resume: Path | None = None
     seed: int = 0
     max_lr: float = 0.003
     weight_decay: float = 0.1
@@ -78,8 +81,9 @@ class FinetuneConfig:
         object.__setattr__(self, "train_dirs", tuple(Path(d) for d in _as_list(self.train_dirs)))
         if self.val_dir is not None:
             object.__setattr__(self, "val_dir", Path(self.val_dir))
-        if self.out_dir is not None:
-            object.__setattr__(self, "out_dir", Path(self.out_dir))
+        for name in ("out_dir", "resume"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if not self.model or not isinstance(self.model, str):
             raise ConfigError("model: choose the registered model to finetune (e.g. MitoNet_v1).")
         if not self.train_dirs:

@@ -1,0 +1,264 @@
+"""The finetuning loop: ``finetune(config, stop) -> Iterator[Event]``, returning ``FinetuneResult``.
+
+One iteration is one optimiser step (never empanada's epoch arithmetic). Batch ``k`` depends only
+on ``(seed, k)`` and the torch generator is re-seeded from ``(seed, k)`` before step ``k``, so a
+run stopped after any step and resumed from its checkpoint follows the uninterrupted run's loss
+curve. ``stop()`` is checked before every step; on stop the loop saves ``last.pt`` and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from empanada_desktop import __version__
+from empanada_desktop.backend.events import CheckpointSaved, Event, Message, Progress, StopFn, Validated, never_stop
+from empanada_desktop.backend.finetune import run as runfiles
+from empanada_desktop.backend.finetune import setup
+from empanada_desktop.backend.finetune.checkpoints import (
+    CHECKPOINT_VERSION,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from empanada_desktop.backend.finetune.config import FinetuneConfig
+from empanada_desktop.backend.finetune.data import Prefetcher, TrainingData, read_roots
+from empanada_desktop.backend.finetune.losses import PanopticLoss
+from empanada_desktop.backend.finetune.optim import make_optimizer, make_scheduler
+from empanada_desktop.backend.finetune.precision import choose_precision
+from empanada_desktop.backend.finetune.trainer import Trainer
+from empanada_desktop.core.errors import ConfigError, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    run_dir: Path
+    model_name: str
+    baseline_metrics: dict[str, float] = field(default_factory=dict)
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    exported_pth: Path | None = None
+    exported_yaml: Path | None = None
+    steps_done: int = 0
+    stopped: bool = False
+    best_step: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+
+
+def validation_steps(iterations: int, validations: int) -> set[int]:
+    """Steps after which to validate: ``validations`` evenly spaced, always including the last."""
+    if validations <= 0:
+        return set()
+    return {max(1, round(k * iterations / validations)) for k in range(1, validations + 1)}
+
+
+def _resolve_resume(config: FinetuneConfig) -> FinetuneConfig:
+    if config.resume is None:
+        return config
+    saved = runfiles.read_run_config(config.resume)
+    return saved.replace(device=config.device, out_dir=Path(config.resume), resume=Path(config.resume))
+
+
+def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Event]:
+    """Finetune ``config.model`` on ``config.train_dirs``; see the module docstring.
+
+    Yields ``Message`` (setup notes, trainable parameter counts), ``Validated`` (baseline and
+    during training), ``Progress`` (every step) and ``CheckpointSaved`` events.
+
+    Raises:
+        UserError: bad settings or data, out of memory, disk full (with what to do).
+    """
+    config = _resolve_resume(config)
+    resuming = config.resume is not None
+    device = setup.resolve_device(config.device)
+    precision = choose_precision(device, config.precision)
+    model, model_config = setup.load_base_model(config.model)
+    setup.check_patch_size(config, int(model_config.padding_factor))
+    if config.register and not resuming:
+        setup.check_new_name_free(config.new_name)
+    gamma = config.weight_gamma if config.weight_gamma is not None else float(model_config.weight_gamma)
+    data = TrainingData.from_roots(config.train_dirs, weight_gamma=gamma)
+    setup.check_batch_size(config, len(data))
+    val_pairs = []
+    if config.val_dir is not None:
+        images, masks, _, _ = read_roots([config.val_dir], what="validation")
+        val_pairs = list(zip(images, masks))
+    for note in dict.fromkeys(data.notes):
+        yield Message(note)
+
+    trainer = Trainer(model, model_config, config, device, precision)
+    counts = trainer.counts
+    yield Message(
+        f"Trainable parameters with layers '{config.layers}': {counts[config.layers]:,} "
+        + "(" + ", ".join(f"{k}: {v:,}" for k, v in counts.items()) + ")."
+    )
+    yield Message(f"Training on {device} in {precision.name} ({precision.reason}); {len(data)} training images.")
+
+    run_dir = Path(config.resume) if resuming else runfiles.new_run_dir(config)
+    ckpt_dir = run_dir / runfiles.CHECKPOINT_DIR
+    optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay)
+    scheduler = make_scheduler(optimizer, config.max_lr, config.iterations, config.pct_start)
+    scaler = precision.scaler()
+    state: dict[str, Any] = {"baseline": {}, "metrics": {}, "best": None}
+    start_step = 0
+    if resuming:
+        checkpoint = load_checkpoint(ckpt_dir / runfiles.LAST)
+        trainer.model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        set_rng_state(checkpoint["rng"])
+        start_step = int(checkpoint["step"])
+        state.update(checkpoint.get("extra", {}))
+        runfiles.truncate_metrics(run_dir, start_step)
+        yield Message(f"Resuming {run_dir} after step {start_step} of {config.iterations}.")
+    else:
+        runfiles.write_run_config(
+            run_dir,
+            config,
+            {
+                "trainable_parameters": counts,
+                "device": str(device),
+                "precision": precision.name,
+                "training_images": len(data),
+                "validation_images": len(val_pairs),
+                "base_model": config.model,
+                "empanada_desktop": __version__,
+            },
+        )
+
+    def checkpoint_dict(step: int) -> dict[str, Any]:
+        return {
+            "model": trainer.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "step": step,
+            "config": config.to_dict() | {"resume": None},
+            "rng": rng_state(),
+            "version": CHECKPOINT_VERSION,
+            "extra": dict(state),
+        }
+
+    key_metric = "pq" if getattr(model_config, "is_instance", True) else "iou"
+    val_at = validation_steps(config.iterations, config.validations) if val_pairs else set()
+    with runfiles.RunLog(run_dir) as runlog:
+        runlog.info("run %s: %s", "resumed" if resuming else "started", config.to_dict())
+        if val_pairs and not resuming:
+            baseline = trainer.validate(val_pairs)
+            state["baseline"] = state["metrics"] = baseline
+            runfiles.append_metrics(run_dir, {"step": 0, "validation": baseline, "baseline": True})
+            runlog.info("baseline validation: %s", baseline)
+            yield Validated(step=0, metrics=baseline, baseline=True)
+
+        steps = range(start_step + 1, config.iterations + 1)
+        step = start_step
+        durations: list[float] = []
+        prefetcher = Prefetcher(trainer.make_batch_fn(data), steps, depth=config.prefetch_batches)
+        try:
+            for batch in prefetcher:
+                if stop():
+                    path = save_checkpoint(ckpt_dir / runfiles.LAST, checkpoint_dict(step))
+                    runlog.info("stopped after step %d; checkpoint %s", step, path)
+                    yield CheckpointSaved(step=step, path=path, kind="stop")
+                    yield Message(f"Stopped after step {step}. Resume with: empanada-desktop finetune --resume {run_dir}")
+                    return FinetuneResult(run_dir, config.new_name, dict(state["baseline"]), dict(state["metrics"]),
+                                          steps_done=step, stopped=True)
+                started = time.perf_counter()
+                torch.manual_seed(config.seed * 1_000_003 + batch.step)
+                try:
+                    losses = trainer.train_step(batch, optimizer, scaler)
+                except Exception as error:  # noqa: BLE001 - out of memory is recognised, the rest re-raised
+                    if setup.is_out_of_memory(error):
+                        raise setup.out_of_memory_error(config, device) from error
+                    raise
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step = batch.step
+                durations.append(time.perf_counter() - started)
+                recent = durations[1:][-10:] or durations[-1:]
+                seconds = sum(recent) / len(recent)
+                runfiles.append_metrics(run_dir, {"step": step, "losses": losses, "lr": lr, "seconds": durations[-1]})
+                runlog.info("step %d/%d loss %.5f lr %.3g %.2fs", step, config.iterations, losses["total"], lr, durations[-1])
+                yield Progress(step=step, total=config.iterations, losses=losses, lr=lr, seconds_per_step=seconds,
+                               eta_seconds=seconds * (config.iterations - step))
+                if step in val_at:
+                    metrics = trainer.validate(val_pairs)
+                    state["metrics"] = metrics
+                    runfiles.append_metrics(run_dir, {"step": step, "validation": metrics})
+                    runlog.info("validation at step %d: %s", step, metrics)
+                    yield Validated(step=step, metrics=metrics)
+                    best = state["best"]
+                    if best is None or metrics.get(key_metric, 0.0) > best["value"]:
+                        state["best"] = {"step": step, "value": float(metrics.get(key_metric, 0.0)), "metrics": metrics}
+                        path = save_checkpoint(ckpt_dir / runfiles.BEST, checkpoint_dict(step))
+                        yield CheckpointSaved(step=step, path=path, kind="best")
+                if step == config.iterations or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                    path = save_checkpoint(ckpt_dir / runfiles.LAST, checkpoint_dict(step))
+                    yield CheckpointSaved(step=step, path=path, kind="last")
+        finally:
+            prefetcher.close()
+
+        result = yield from _finish(config, trainer, model_config, run_dir, state, runlog)
+        return result
+
+
+def _finish(config, trainer, model_config, run_dir: Path, state: dict, runlog) -> Iterator[Event]:
+    """Export the best (else the last) weights as a .pth/.yaml pair and register them."""
+    best = state.get("best")
+    if best is not None and best["step"] != config.iterations:
+        checkpoint = load_checkpoint(run_dir / runfiles.CHECKPOINT_DIR / runfiles.BEST)
+        trainer.model.load_state_dict(checkpoint["model"])
+        yield Message(f"Keeping the weights of step {best['step']}, the best on the validation set.")
+    trainer.model.eval()
+    new_config = setup.with_description(model_config, config, config.iterations)
+    from empanada_desktop.backend.torchscript import export_empanada
+
+    try:
+        pth, yaml_path = export_empanada(trainer.export_model(), new_config, run_dir, config.new_name)
+    except (OSError, UserError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UserError(
+            f"could not save the finetuned model in {run_dir}: {reason} Free some disk "
+            f"space and run 'empanada-desktop finetune --resume {run_dir}' to export it again; nothing was registered."
+        ) from error
+    runlog.info("exported %s and %s", pth, yaml_path)
+    yield Message(f"Saved {pth.name} and {yaml_path.name} in {run_dir}.")
+    if config.register:
+        from empanada_desktop.core.registry import ModelRegistry
+
+        registry = ModelRegistry()
+        if config.new_name in {m.name for m in registry.list()}:
+            raise ConfigError(
+                f"a model named {config.new_name!r} was registered meanwhile; the finetuned model is in "
+                f"{pth}; import it under another name in the model manager."
+            )
+        try:
+            registry.register(config.new_name, new_config, pth, copy=True)
+        except OSError as error:
+            raise UserError(
+                f"could not register {config.new_name}: {error.strerror or error}. Free some disk space and "
+                f"import {pth} in the model manager; nothing was registered."
+            ) from error
+        runlog.info("registered %s", config.new_name)
+        yield Message(f"Registered the finetuned model as {config.new_name}.")
+    return FinetuneResult(
+        run_dir=run_dir,
+        model_name=config.new_name,
+        baseline_metrics=dict(state.get("baseline") or {}),
+        # The metrics of the exported weights: the best validation if there was one.
+        final_metrics=dict(best["metrics"] if best else state.get("metrics") or {}),
+        exported_pth=pth,
+        exported_yaml=yaml_path,
+        steps_done=config.iterations,
+        best_step=best["step"] if best else None,
+        best_metrics=dict(best["metrics"]) if best else {},
+    )

@@ -1,0 +1,123 @@
+"""One model being finetuned: which layers train, device and precision, one step, validation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from empanada_desktop.backend.finetune.config import FinetuneConfig
+from empanada_desktop.backend.finetune.data import Batch, TrainingData
+from empanada_desktop.backend.finetune.losses import PanopticLoss
+from empanada_desktop.backend.finetune.precision import Precision
+
+log = logging.getLogger(__name__)
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    """Channels-last helps convolutions on CUDA (tensor cores) and on CPUs (oneDNN blocked
+    layouts); MPS gains nothing from it."""
+    return device.type in ("cuda", "cpu")
+
+
+class Trainer:
+    """Wraps the model with its finetunable layers, device, precision and loss.
+
+    ``counts`` holds the trainable parameter count for every layer choice (measured before the
+    chosen layers are set), for the run config and the user.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        model_config: object,
+        config: FinetuneConfig,
+        device: torch.device,
+        precision: Precision,
+    ) -> None:
+        from empanada_desktop.backend.models.stages import set_finetunable, trainable_parameter_counts
+
+        self.config = config
+        self.model_config = model_config
+        self.device = device
+        self.precision = precision
+        self.counts = dict(trainable_parameter_counts(model))
+        self.trainable = set_finetunable(model, config.layers)
+        self.channels_last = uses_channels_last(device)
+        model = model.to(device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.criterion = PanopticLoss.from_params(getattr(model_config, "criterion_params", None))
+
+    def train_mode(self) -> None:
+        """``model.train()``, then frozen BatchNorm layers back to eval (their statistics stay)."""
+        from empanada_desktop.backend.models.stages import freeze_batchnorm_eval
+
+        self.model.train()
+        freeze_batchnorm_eval(self.model)
+
+    def make_batch_fn(self, data: TrainingData) -> Callable[[int], Batch]:
+        model_config = self.model_config
+        norms = model_config.norms
+        engine = getattr(model_config, "engine_params", None)
+        pin = self.device.type == "cuda"
+
+        def make_batch(step: int) -> Batch:
+            batch = data.make_batch(
+                step,
+                batch_size=self.config.batch_size,
+                patch_size=self.config.patch_size,
+                seed=self.config.seed,
+                mean=float(norms.mean),
+                std=float(norms.std),
+                num_classes=int(getattr(model_config, "num_classes", 1)),
+                label_divisor=int(getattr(engine, "label_divisor", 1000)),
+                thing_list=tuple(getattr(model_config, "thing_list", (1,))),
+            )
+            if pin:
+                batch.images = batch.images.pin_memory()
+            return batch
+
+        return make_batch
+
+    def forward_loss(self, images: torch.Tensor, targets: dict[str, torch.Tensor]):
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
+        with self.precision.autocast():
+            output = self.model(images)
+        # The loss itself runs in float32 (losses.py casts), outside autocast.
+        return self.criterion(output, targets)
+
+    def train_step(self, batch: Batch, optimizer: torch.optim.Optimizer, scaler) -> dict[str, float]:
+        """One optimiser step; returns the loss parts as floats (one device sync)."""
+        self.train_mode()
+        total, parts = self.forward_loss(batch.images, batch.targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(total).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        values = torch.stack(list(parts.values())).float().cpu().tolist()
+        return dict(zip(parts.keys(), values))
+
+    def validate(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+        from empanada_desktop.backend.inference.evaluate import evaluate
+
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                metrics = evaluate(self.model, self.model_config, list(pairs), self.device)
+        finally:
+            self.train_mode()
+        return {k: float(v) for k, v in dict(metrics).items() if isinstance(v, (int, float))}
+
+    def export_model(self) -> torch.nn.Module:
+        """The model on the CPU, float32, contiguous, eval mode (what export_empanada scripts)."""
+        model = self.model.to("cpu").to(memory_format=torch.contiguous_format)
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return model.eval()

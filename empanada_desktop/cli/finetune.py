@@ -1,0 +1,179 @@
+"""``empanada-desktop finetune``: finetune a registered model headless, with a progress bar.
+
+Ctrl-C asks the run to stop after the current step; it saves a checkpoint and prints the
+``--resume`` command. A second Ctrl-C aborts at once (the last checkpoint stays usable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+EXIT_STOPPED = 130
+_LAYERS = ("none", "stage4", "stage3", "stage2", "stage1", "all")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "finetune",
+        help="finetune a model on your labelled patches (empanada training-set layout)",
+        description=(
+            "Finetune a registered model (e.g. MitoNet_v1) on one or more training folders in "
+            "empanada's layout (<source>/images/*.tiff + <source>/masks/*.tiff) and register the "
+            "result under --name. Iterations are optimiser steps."
+        ),
+    )
+    parser.add_argument("--model", help="registered model to start from (see 'models list')")
+    parser.add_argument("--train", type=Path, action="append", default=[], metavar="DIR",
+                        help="training folder; repeat for several")
+    parser.add_argument("--val", type=Path, metavar="DIR", help="validation folder (same layout)")
+    parser.add_argument("--layers", choices=_LAYERS, default="none",
+                        help="encoder stages to train (default none; stage4 is a good trade-off)")
+    parser.add_argument("--iterations", type=int, default=100, help="optimiser steps (default 100)")
+    parser.add_argument("--patch-size", type=int, default=256, help="training patch side in px (default 256)")
+    parser.add_argument("--batch-size", type=int, default=16, help="patches per step (default 16)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--name", dest="new_name", help="name of the finetuned model")
+    parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="run folder (default: app home/runs/NAME-time)")
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
+    parser.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="save every N steps (default 50)")
+    parser.add_argument("--duplicate-patches", action="store_true",
+                        help="allow fewer images than the batch size by repeating patches")
+    parser.add_argument("--no-register", dest="register", action="store_false",
+                        help="only export NAME.pth/.yaml into the run folder")
+    parser.set_defaults(handler=run_finetune)
+
+
+def _config_from_args(args: argparse.Namespace):
+    from empanada_desktop.backend.finetune.config import FinetuneConfig
+    from empanada_desktop.backend.finetune.run import read_run_config
+    from empanada_desktop.core.errors import ConfigError
+
+    if args.resume is not None:
+        saved = read_run_config(args.resume)
+        return saved.replace(resume=args.resume, device=args.device)
+    missing = [flag for flag, value in (("--model", args.model), ("--train", args.train), ("--name", args.new_name))
+               if not value]
+    if missing:
+        raise ConfigError(f"finetune needs {', '.join(missing)} (or --resume RUN_DIR to continue a run).")
+    return FinetuneConfig(
+        model=args.model,
+        train_dirs=tuple(args.train),
+        val_dir=args.val,
+        layers=args.layers,
+        iterations=args.iterations,
+        patch_size=args.patch_size,
+        batch_size=args.batch_size,
+        device=args.device,
+        new_name=args.new_name,
+        out_dir=args.out,
+        seed=args.seed,
+        precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
+        duplicate_patches=args.duplicate_patches,
+        register=args.register,
+    )
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+
+
+def progress_line(step: int, total: int, loss: float | None, seconds_per_step: float | None,
+                  eta: float | None, width: int = 24) -> str:
+    filled = int(width * step / total) if total else width
+    bar = "#" * filled + "-" * (width - filled)
+    loss_text = f"loss {loss:.4f}" if loss is not None else ""
+    speed = f"{seconds_per_step:.2f} s/it" if seconds_per_step else ""
+    return f"[{bar}] {step}/{total} {loss_text} {speed} ETA {format_seconds(eta)}"
+
+
+class _StopOnInterrupt:
+    """First Ctrl-C: ask the loop to stop after the current step. Second: KeyboardInterrupt."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self._previous = None
+
+    def __call__(self) -> bool:
+        return self.requested.is_set()
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested.is_set():
+            raise KeyboardInterrupt
+        self.requested.set()
+        print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)...",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def run_finetune(args: argparse.Namespace, stop=None) -> int:
+    from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, Validated
+    from empanada_desktop.backend.finetune.loop import finetune
+
+    config = _config_from_args(args)
+    stream = sys.stderr
+    interactive = stream.isatty()
+    with _StopOnInterrupt() as interrupt:
+        should_stop = (lambda: interrupt() or stop()) if stop is not None else interrupt
+        events = finetune(config, should_stop)
+        last_line = 0.0
+        while True:
+            try:
+                event = next(events)
+            except StopIteration as finished:
+                result = finished.value
+                break
+            if isinstance(event, Progress):
+                line = progress_line(event.step, event.total, event.losses.get("total"), event.seconds_per_step,
+                                     event.eta_seconds)
+                now = time.monotonic()
+                if interactive:
+                    print("\r" + line, end="", file=stream, flush=True)
+                elif now - last_line > 5 or event.step == event.total or event.step == 1:
+                    print(line, file=stream, flush=True)
+                    last_line = now
+            elif isinstance(event, Validated):
+                label = "baseline" if event.baseline else f"step {event.step}"
+                metrics = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items())
+                print(("\n" if interactive else "") + f"validation ({label}): {metrics}", file=stream, flush=True)
+            elif isinstance(event, Message):
+                print(("\n" if interactive else "") + event.text, file=stream, flush=True)
+            elif isinstance(event, CheckpointSaved) and event.kind == "stop":
+                print(f"\ncheckpoint saved: {event.path}", file=stream, flush=True)
+    if interactive:
+        print(file=stream)
+    if result.stopped:
+        print(f"stopped after step {result.steps_done}; resume with:\n  empanada-desktop finetune --resume "
+              f"{result.run_dir}", file=stream)
+        return EXIT_STOPPED
+    baseline = result.baseline_metrics
+    final = result.final_metrics
+    if final:
+        names = sorted(set(baseline) | set(final))
+        rows = [f"  {name:>4}: {baseline.get(name, float('nan')):.3f} -> {final.get(name, float('nan')):.3f}"
+                for name in names]
+        print("validation before -> after:\n" + "\n".join(rows))
+    print(f"finetuned model: {result.model_name}")
+    print(f"files: {result.exported_pth} and {result.exported_yaml}")
+    print(f"run folder: {result.run_dir}")
+    return 0
