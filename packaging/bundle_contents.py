@@ -47,7 +47,10 @@ EXCLUDED_MODULES = (
     "torch.utils.bottleneck", "triton", "tensorboard",
     # Things optional imports in numpy/torch/pyqtgraph/Pillow reach for.
     "tkinter", "_tkinter", "matplotlib", "IPython", "jupyter_client", "notebook", "pytest",
-    "pytestqt", "setuptools", "pip", "sphinx", "cupy", "pyqtgraph.opengl", "OpenGL",
+    "pytestqt", "setuptools", "pip", "sphinx", "cupy",
+    # scipy (about 80 MB) comes in through optional imports of torch and pyqtgraph only; it is
+    # not a dependency of ours, and test_packaging fails if our code starts importing it.
+    "scipy", "pyqtgraph.opengl", "OpenGL",
     "pyqtgraph.examples", "pyqtgraph.jupyter", "PyInstaller",
 )
 
