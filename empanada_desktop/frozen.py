@@ -6,17 +6,23 @@ ordinary command line, ``empanada_desktop.cli.main``. :func:`prepare`:
 * calls ``multiprocessing.freeze_support()``: a frozen executable that is re-run as a
   multiprocessing worker (DataLoader workers with the "spawn" start method on Windows and macOS)
   must turn into that worker here instead of opening a second app window;
-* on Linux, makes DataLoader workers fork instead of re-running the bundle
-  (``torch.multiprocessing`` already forks on Linux; this only pins it, see :func:`prepare`);
+* (the start method is left alone: "fork" on Linux with Python 3.11-3.13, "spawn" on Windows
+  and macOS, where freeze_support is what makes workers work in the bundle);
 * installs the start-up probe used by ``benchmarks/startup_time.py`` when
   ``EMPANADA_DESKTOP_STARTUP_PROBE`` names a file (it records when the main window is first
   shown, and whether torch was imported by then and from where).
 
 Bundled weights: ``packaging/build.py --models DIR`` copies ``DIR``'s weight files (``*.pth``,
 with optional ``*.yaml``) into the bundle's ``resources/models_weights/``. :func:`bundled_weights_dir`
-returns that folder (or ``None``); the model registry treats it like ``~/.empanada``: a built-in
-model whose weights file name (the last part of its config's ``model:`` URL, e.g.
-``MitoNet_v1.pth``) is found there is installed, read-only, without a download.
+returns that folder (or ``None``); the model registry is asked (docs/INTERFACES.md, "Packaging")
+to treat it like ``~/.empanada``: a built-in model whose weights file name (the last part of its
+config's ``model:`` URL, e.g. ``MitoNet_v1.pth``) is found there is installed, read-only, without
+a download.
+
+Self-check of worker processes: with ``EMPANADA_DESKTOP_SELF_CHECK=workers`` the executable
+starts a "spawn" multiprocessing pool and a torch DataLoader with two "spawn" workers, prints
+the result and exits (0 when the workers ran). ``packaging/smoke_test.py`` runs it on the
+frozen bundle, where "spawn" re-executes the bundle itself: the case freeze support is for.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 STARTUP_PROBE_ENV = "EMPANADA_DESKTOP_STARTUP_PROBE"
+SELF_CHECK_ENV = "EMPANADA_DESKTOP_SELF_CHECK"
 # Optional: wait this many milliseconds after the window is shown before recording (the smoke
 # test uses it to let the window finish opening the file it was given).
 STARTUP_PROBE_DELAY_ENV = "EMPANADA_DESKTOP_STARTUP_PROBE_DELAY_MS"
@@ -81,17 +88,57 @@ def prepare() -> None:
 
     # In a worker process started by "spawn" this does not return: it runs the worker and exits.
     multiprocessing.freeze_support()
-    if is_frozen() and sys.platform.startswith("linux"):
-        # "fork" is Linux's default already; pinning it keeps a bundle-wide setting from
-        # switching workers to "spawn", which would re-execute the whole app per worker.
-        try:
-            multiprocessing.set_start_method("fork")
-        except RuntimeError:  # already set by someone who knew better
-            pass
+    if os.environ.get(SELF_CHECK_ENV) == "workers":
+        raise SystemExit(self_check_workers())
     probe_file = os.environ.get(STARTUP_PROBE_ENV)
     if probe_file:
         delay_ms = int(os.environ.get(STARTUP_PROBE_DELAY_ENV) or 0)
         install_startup_probe(Path(probe_file), delay_ms=delay_ms)
+
+
+# --- worker self-check (packaging/smoke_test.py) ---------------------------------------------
+
+
+def _worker_pid(value: int) -> tuple[int, int]:
+    return value * value, os.getpid()
+
+
+class _SquaresDataset:
+    """A map-style dataset for the DataLoader check (module level, so spawn can pickle it)."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        import torch
+
+        return torch.tensor([index * index, os.getpid()])
+
+
+def self_check_workers() -> int:
+    """Run work in "spawn" worker processes (a Pool and a torch DataLoader); 0 when it worked."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        results = pool.map(_worker_pid, range(6))
+    squares_ok = [r[0] for r in results] == [i * i for i in range(6)]
+    pool_pids = {r[1] for r in results} - {os.getpid()}
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(_SquaresDataset(), batch_size=2, num_workers=2, multiprocessing_context="spawn")
+    rows = torch.cat(list(loader))
+    loader_ok = rows[:, 0].tolist() == [i * i for i in range(8)]
+    loader_pids = set(rows[:, 1].tolist()) - {os.getpid()}
+    ok = squares_ok and bool(pool_pids) and loader_ok and bool(loader_pids)
+    print(
+        f"workers: pool {'ok' if squares_ok else 'WRONG'} in {len(pool_pids)} process(es), "
+        f"DataLoader {'ok' if loader_ok else 'WRONG'} in {len(loader_pids)} process(es), "
+        f"frozen={is_frozen()}"
+    )
+    return 0 if ok else 1
 
 
 # --- start-up probe (benchmarks/startup_time.py) ---------------------------------------------

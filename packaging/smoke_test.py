@@ -6,7 +6,9 @@
 Steps, each must exit 0 (the summary lists each step's time; ``--json FILE`` writes it):
 
 1. ``--version`` and ``--help`` (the CLI and every command module load in the bundle);
-2. ``models list`` (built-in configs found in the bundle's resources);
+2. ``models list`` (built-in configs found in the bundle's resources), and worker processes:
+   a "spawn" multiprocessing pool and a torch DataLoader with 2 "spawn" workers, which
+   re-execute the frozen executable (``EMPANADA_DESKTOP_SELF_CHECK=workers``, frozen.py);
 3. the desktop app opens the demo stack offscreen (the start-up probe of
    ``empanada_desktop/frozen.py`` reports the visible window and the open image's shape);
 4. a tiny native model (ResNet-18 PanopticDeepLab with seeded random weights, made with this
@@ -141,6 +143,8 @@ def smoke(bundle: Path, work: Path, offline: bool, timeout: float, source_python
     s.run("--version", ["--version"], expect=bc.version())
     s.run("--help", ["--help"], expect="models")
     s.run("models list", ["models", "list"], expect="MitoNet_v1")
+    s.run("worker processes (spawn)", [], env=dict(s.env, EMPANADA_DESKTOP_SELF_CHECK="workers"),
+          expect="DataLoader ok")
     s.open_demo_in_the_app()
     weights = s.make_tiny_model_file(source_python)
     s.run("models import", ["models", "import", str(weights), "--name", "smoke_tiny", "--like", "MitoNet_v1"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import configparser
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -238,3 +239,12 @@ def test_installer_recipes_reference_real_files():
     for icon in ("empanada-desktop.png", "empanada-desktop.ico", "empanada-desktop.icns"):
         path = ROOT / "resources" / "icons" / icon
         assert path.exists() and path.stat().st_size < 1024 * 1024
+
+
+def test_spawned_workers_run_through_the_launcher():
+    """freeze_support() in the entry path: "spawn" workers (Pool and DataLoader) do their work."""
+    env = dict(os.environ, EMPANADA_DESKTOP_SELF_CHECK="workers")
+    result = subprocess.run([sys.executable, str(PACKAGING / "launcher.py")], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pool ok" in result.stdout and "DataLoader ok" in result.stdout
