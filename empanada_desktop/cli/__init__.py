@@ -20,6 +20,7 @@ from empanada_desktop.core.errors import UserError
 # Modules of this package that add subcommands, in the order ``--help`` lists them.
 COMMAND_MODULES = (
     "empanada_desktop.cli.models",
+    "empanada_desktop.cli.app",
 )
 
 EXIT_USER_ERROR = 2

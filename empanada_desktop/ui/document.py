@@ -51,12 +51,14 @@ class Document(QObject):
         self.index = 0
         self.is_stack = False
         self.stack_names: list[str] = []
+        self.stack_shapes: list[tuple[int, int]] | None = None  # each stacked image's own size
         self.annotated_index: int | None = None
         self.edited_chunks: set[tuple[int, int, int]] = set()
 
     # -- image -------------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, path: str | Path | None = None, *, is_stack: bool = False,
-                  stack_names: list[str] | None = None) -> None:
+                  stack_names: list[str] | None = None,
+                  stack_shapes: list[tuple[int, int]] | None = None) -> None:
         """Show a new image; drops the labels (the caller saves them first if wanted)."""
         if image.ndim not in (2, 3) or 0 in image.shape:
             raise ImageReadError(
@@ -69,6 +71,7 @@ class Document(QObject):
         self.labels_path = None
         self.is_stack = is_stack
         self.stack_names = list(stack_names or [])
+        self.stack_shapes = [tuple(s) for s in stack_shapes] if stack_shapes else None
         self.plane = "xy"
         self.index = self.n_slices(self.plane) // 2 if image.ndim == 3 and not is_stack else 0
         self.annotated_index = None
@@ -129,8 +132,12 @@ class Document(QObject):
         return np.asarray(self._view3d(self.image)[self._slicer(plane, index)])
 
     # -- labels ------------------------------------------------------------------------------
-    def set_labels(self, labels: np.ndarray | None, path: str | Path | None = None) -> None:
-        """Replace the labels (None clears them). Any integer dtype is accepted, kept as int32."""
+    def set_labels(self, labels: np.ndarray | None, path: str | Path | None = None, *,
+                   copy: bool = True) -> None:
+        """Replace the labels (None clears them). Any integer dtype is accepted, kept as int32.
+
+        With ``copy=False`` an int32 array is used as is, so edits show up in it (patch views).
+        """
         if labels is not None:
             if self.image is None:
                 raise ImageReadError("Open an image before opening labels onto it.")
@@ -144,7 +151,8 @@ class Document(QObject):
                     f"The labels {path or ''} are of type {labels.dtype}; labels must be whole "
                     "numbers (0 = background, 1..N = objects)."
                 )
-            labels = np.array(labels, dtype=np.int32)  # a writable copy, never the memory map
+            if copy or labels.dtype != np.int32:
+                labels = np.array(labels, dtype=np.int32)  # writable, never the memory map
         self.labels = labels
         self.labels_path = Path(path) if path is not None else None
         self.edited_chunks = set()

@@ -20,10 +20,14 @@ from empanada_desktop.core.paths import app_home
 from empanada_desktop.ui import opening
 from empanada_desktop.ui.annotation import AnnotationController
 from empanada_desktop.ui.annotation_panel import AnnotationPanel
+from empanada_desktop.ui.autosave import Autosaver
 from empanada_desktop.ui.document import Document
 from empanada_desktop.ui.labels_layer import LabelsControls
 from empanada_desktop.ui.screenshots import register_screen
+from empanada_desktop.ui.patch_picker import PatchPicker
 from empanada_desktop.ui.theme import apply_theme, current_theme
+from empanada_desktop.ui.training_gallery import TrainingSetPanel
+from empanada_desktop.ui.training_set import TrainingSet
 from empanada_desktop.ui.viewer import Viewer
 
 log = logging.getLogger(__name__)
@@ -92,6 +96,19 @@ class MainWindow(QMainWindow):
         edit.addAction(self.annotation_panel.undo_action)
         edit.addAction(self.annotation_panel.redo_action)
         self.annotation.message.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.training_set = TrainingSet(self)
+        self.patch_picker = PatchPicker(self.document, self.viewer, self.training_set)
+        self.add_panel("Patches", self.patch_picker, "right")
+        self.training_panel = TrainingSetPanel(self.training_set)
+        self.add_panel("Training set", self.training_panel, "right")
+        self.training_panel.savedTo.connect(self.set_training_set_dir)
+        self.autosaver = Autosaver(self.document, self.training_set, parent=self)
+        self.annotation.strokeFinished.connect(self.autosaver.stroke_finished)
+        self.training_panel.patchEdited.connect(self.autosaver.stroke_finished)
+
+    def set_prediction_provider(self, provider) -> None:
+        """``provider(image2d_uint8) -> labels2d``: pre-fills picked patches (part 2's model)."""
+        self.patch_picker.set_prediction_provider(provider)
 
     # -- extension points ------------------------------------------------------------------
     def add_panel(self, name: str, widget: QWidget, area: str | Qt.DockWidgetArea = "right",
@@ -218,8 +235,9 @@ class MainWindow(QMainWindow):
         path = Path(path)
         try:
             if path.is_dir():
-                stack, names = opening.read_folder_stack(path)
-                self.document.set_image(stack, path, is_stack=True, stack_names=names)
+                stack, names, shapes = opening.read_folder_stack(path)
+                self.document.set_image(stack, path, is_stack=True, stack_names=names,
+                                        stack_shapes=shapes)
             elif not path.exists():
                 raise UserError(f"{path} does not exist; choose another file.")
             else:
@@ -247,6 +265,7 @@ class MainWindow(QMainWindow):
             show_error(self, error, "Cannot save labels")
             return False
         self.document.labels_path = Path(path)
+        self.document.edited_chunks = set()  # saved: nothing left for autosave to keep
         self.statusBar().showMessage(f"Saved labels to {path}", 5000)
         return True
 
@@ -303,7 +322,15 @@ class MainWindow(QMainWindow):
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()
+        if self.has_unsaved_work():
+            self.autosaver.dirty = True
+            self.autosaver.save_if_dirty()  # offered back on the next launch
+        else:
+            self.autosaver.discard()
         super().closeEvent(event)
+
+    def has_unsaved_work(self) -> bool:
+        return bool(self.document.edited_chunks) or self.training_set.unsaved
 
 
 def _demo_window() -> MainWindow:

@@ -56,10 +56,10 @@ def image_files(folder: str | Path) -> list[Path]:
     )
 
 
-def read_folder_stack(folder: str | Path) -> tuple[np.ndarray, list[str]]:
+def read_folder_stack(folder: str | Path) -> tuple[np.ndarray, list[str], list[tuple[int, int]]]:
     """Read a folder of unrelated 2D images as one (N, H, W) stack, padded with zeros.
 
-    Returns the stack and the file names. Images of different sizes are padded at the bottom and
+    Returns the stack, the file names and each image's own (rows, cols). Images of different sizes are padded at the bottom and
     right to the largest size; every image must be 2D and all must share one dtype.
     """
     folder = Path(folder)
@@ -88,7 +88,7 @@ def read_folder_stack(folder: str | Path) -> tuple[np.ndarray, list[str]]:
     stack = np.zeros((len(images), height, width), dtype=images[0].dtype)
     for i, image in enumerate(images):
         stack[i, : image.shape[0], : image.shape[1]] = image
-    return stack, [f.name for f in files]
+    return stack, [f.name for f in files], [im.shape for im in images]
 
 
 def read_labels(path: str | Path) -> np.ndarray:

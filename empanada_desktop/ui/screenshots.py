@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import pkgutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,6 +63,21 @@ def render_all(out_dir: str | Path, names: list[str] | None = None) -> list[Path
 
     app = QApplication.instance() or QApplication([])
     apply_theme("light", app)
+    # Screens open windows that keep settings and autosaves: keep them away from the user's.
+    previous_home = os.environ.get("EMPANADA_DESKTOP_HOME")
+    scratch = tempfile.TemporaryDirectory(prefix="empanada-screens-")
+    os.environ["EMPANADA_DESKTOP_HOME"] = scratch.name
+    try:
+        return _render(out_dir, names, app)
+    finally:
+        if previous_home is None:
+            os.environ.pop("EMPANADA_DESKTOP_HOME", None)
+        else:
+            os.environ["EMPANADA_DESKTOP_HOME"] = previous_home
+        scratch.cleanup()
+
+
+def _render(out_dir, names, app) -> list[Path]:
     import_ui_modules()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

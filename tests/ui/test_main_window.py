@@ -45,13 +45,6 @@ def test_open_demo_shows_a_volume(window):
     assert window.viewer.image_item.image.shape == doc.current_slice().shape
 
 
-needs_imageio = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("empanada_desktop.core.imageio") is None,
-    reason="core.imageio (core part) not merged yet",
-)
-
-
-@needs_imageio
 def test_open_tiff_records_recent_file(window, tmp_path, messages):
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, np.arange(3 * 20 * 30, dtype=np.uint16).reshape(3, 20, 30), photometric="minisblack")
@@ -64,7 +57,6 @@ def test_open_tiff_records_recent_file(window, tmp_path, messages):
     again.close()
 
 
-@needs_imageio
 @pytest.mark.parametrize("kind", ["truncated", "4d", "empty", "missing", "not_an_image"])
 def test_bad_files_show_a_message_not_a_traceback(window, tmp_path, messages, kind):
     path = tmp_path / f"{kind}.tif"
@@ -72,7 +64,7 @@ def test_bad_files_show_a_message_not_a_traceback(window, tmp_path, messages, ki
         tifffile.imwrite(path, np.ones((4, 64, 64), np.uint8), photometric="minisblack")
         path.write_bytes(path.read_bytes()[:300])
     elif kind == "4d":
-        tifffile.imwrite(path, np.ones((2, 3, 8, 8), np.uint8))
+        tifffile.imwrite(path, np.ones((2, 4, 8, 8), np.uint8), photometric="minisblack")
     elif kind == "empty":
         tifffile.imwrite(path, np.ones((0, 8), np.uint8))
     elif kind == "not_an_image":
@@ -84,7 +76,6 @@ def test_bad_files_show_a_message_not_a_traceback(window, tmp_path, messages, ki
     assert window.document.image is None
 
 
-@needs_imageio
 def test_labels_of_another_shape_are_refused(window, tmp_path, messages):
     image, labels = tmp_path / "im.tif", tmp_path / "lab.tif"
     tifffile.imwrite(image, np.zeros((2, 16, 16), np.uint8))
@@ -97,7 +88,6 @@ def test_labels_of_another_shape_are_refused(window, tmp_path, messages):
     assert window.document.labels.dtype == np.int32
 
 
-@needs_imageio
 def test_folder_opens_as_2d_stack(window, tmp_path, messages):
     from PIL import Image
 
