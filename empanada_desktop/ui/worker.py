@@ -228,28 +228,33 @@ def ensure_loop() -> asyncio.AbstractEventLoop:
         return asyncio.get_running_loop()
     except RuntimeError:
         pass
-    import qasync
-
-    app = QApplication.instance()
-    if app is None:
-        raise RuntimeError("a QApplication must exist before UI flows can run")
     global _attached_loop
-    loop = qasync.QEventLoop(app, already_running=True)
-    asyncio.set_event_loop(loop)
-    _attached_loop = loop
-    return loop
+    if _attached_loop is None:
+        import qasync
+
+        app = QApplication.instance()
+        if app is None:
+            raise RuntimeError("a QApplication must exist before UI flows can run")
+        _attached_loop = qasync.QEventLoop(app, already_running=True)
+    # One loop per process, re-attached after detach_loop(): a closed qasync loop cannot be
+    # replaced by a fresh one on the same QApplication reliably.
+    asyncio.set_event_loop(_attached_loop)
+    asyncio.events._set_running_loop(_attached_loop)
+    return _attached_loop
 
 
 def detach_loop() -> None:
-    """Undo :func:`ensure_loop`'s attachment (tests call this so that later tests see no loop)."""
-    global _attached_loop
-    loop, _attached_loop = _attached_loop, None
-    if loop is None:
+    """Stop presenting the attached loop as running (tests call this so that later tests, which
+    may run their own asyncio loop, see none). Its pending callbacks run when it is re-attached."""
+    if _attached_loop is None:
         return
-    asyncio.events._set_running_loop(None)
-    asyncio.set_event_loop(None)
-    loop.stop()
-    loop.close()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is _attached_loop:
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop(None)
 
 
 async def run_job(job: Job) -> Any:
