@@ -21,6 +21,7 @@ from empanada_desktop.core.errors import UserError
 COMMAND_MODULES = (
     "empanada_desktop.cli.models",
     "empanada_desktop.cli.app",
+    "empanada_desktop.cli.finetune",
 )
 
 EXIT_USER_ERROR = 2

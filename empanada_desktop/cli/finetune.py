@@ -28,16 +28,16 @@ def register(subparsers) -> None:
         ),
     )
     parser.add_argument("--model", help="registered model to start from (see 'models list')")
-    parser.add_argument("--train", type=Path, action="append", default=[], metavar="DIR",
+    parser.add_argument("--train", "--train-dir", dest="train", type=Path, action="append", default=[], metavar="DIR",
                         help="training folder; repeat for several")
-    parser.add_argument("--val", type=Path, metavar="DIR", help="validation folder (same layout)")
+    parser.add_argument("--val", "--val-dir", dest="val", type=Path, metavar="DIR", help="validation folder (same layout)")
     parser.add_argument("--layers", choices=_LAYERS, default="none",
                         help="encoder stages to train (default none; stage4 is a good trade-off)")
     parser.add_argument("--iterations", type=int, default=100, help="optimiser steps (default 100)")
     parser.add_argument("--patch-size", type=int, default=256, help="training patch side in px (default 256)")
     parser.add_argument("--batch-size", type=int, default=16, help="patches per step (default 16)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    parser.add_argument("--name", dest="new_name", help="name of the finetuned model")
+    parser.add_argument("--name", "--new-name", dest="new_name", help="name of the finetuned model")
     parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="run folder (default: app home/runs/NAME-time)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")

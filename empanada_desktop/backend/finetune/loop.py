@@ -262,3 +262,56 @@ def _finish(config, trainer, model_config, run_dir: Path, state: dict, runlog) -
         best_step=best["step"] if best else None,
         best_metrics=dict(best["metrics"]) if best else {},
     )
+
+
+def trainable_counts(model_name: str) -> dict[str, int]:
+    """Trainable parameter values for each layer choice of a registered model (for the wizard)."""
+    from empanada_desktop.backend.models.stages import trainable_parameter_counts
+
+    model, _ = setup.load_base_model(model_name)
+    return dict(trainable_parameter_counts(model))
+
+
+def estimate_seconds_per_step(config: FinetuneConfig, steps: int = 2) -> float:
+    """Time ``steps`` real optimiser steps (after one warm-up step) on a synthetic batch.
+
+    Uses the config's model, layers, device, precision, batch and patch size, but no data and
+    no run folder, so the wizard can call it before the training set is complete.
+    """
+    device = setup.resolve_device(config.device)
+    precision = choose_precision(device, config.precision)
+    model, model_config = setup.load_base_model(config.model)
+    setup.check_patch_size(config, int(model_config.padding_factor))
+    trainer = Trainer(model, model_config, config, device, precision)
+    optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay)
+    scaler = precision.scaler()
+    batch = synthetic_batch(config.batch_size, config.patch_size, seed=config.seed)
+    try:
+        timings = []
+        for index in range(max(1, steps) + 1):
+            started = time.perf_counter()
+            trainer.train_step(batch, optimizer, scaler)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if index:
+                timings.append(time.perf_counter() - started)
+    except Exception as error:  # noqa: BLE001 - out of memory is recognised, the rest re-raised
+        if setup.is_out_of_memory(error):
+            raise setup.out_of_memory_error(config, device) from error
+        raise
+    return sum(timings) / len(timings)
+
+
+def synthetic_batch(batch_size: int, patch_size: int, seed: int = 0):
+    """A batch of noise images with a few square 'organelles' (for timing only)."""
+    from empanada_desktop.backend.finetune.data import Batch
+    from empanada_desktop.backend.finetune.targets import make_targets
+
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 1, patch_size, patch_size, generator=generator)
+    masks = torch.zeros(batch_size, patch_size, patch_size, dtype=torch.int64)
+    side = max(4, patch_size // 8)
+    for index in range(batch_size):
+        for label, (y, x) in enumerate(torch.randint(0, patch_size - side, (4, 2), generator=generator).tolist(), 1):
+            masks[index, y : y + side, x : x + side] = label
+    return Batch(step=0, images=images, targets=make_targets(masks))

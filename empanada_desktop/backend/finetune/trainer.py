@@ -119,5 +119,6 @@ class Trainer:
         """The model on the CPU, float32, contiguous, eval mode (what export_empanada scripts)."""
         model = self.model.to("cpu").to(memory_format=torch.contiguous_format)
         for parameter in model.parameters():
+            parameter.grad = None  # not exported; copying them also makes torch warn
             parameter.requires_grad_(True)
         return model.eval()
