@@ -1,0 +1,88 @@
+"""Small convolution blocks shared by the decoders and heads.
+
+Module and attribute names (``sepconv``, ``head``, ``conv``) follow the ones in empanada's released
+model files, so that their parameter names (and state dicts) line up with ours.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_bn_act(nin: int, nout: int, kernel_size: int, stride: int = 1, act: bool = True) -> nn.Sequential:
+    """Convolution without bias, batch norm, and an optional ReLU."""
+    layers: list[nn.Module] = [
+        nn.Conv2d(nin, nout, kernel_size, stride=stride, padding=(kernel_size - 1) // 2, bias=False),
+        nn.BatchNorm2d(nout),
+    ]
+    if act:
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+class SeparableConv2d(nn.Module):
+    """Depthwise ``kernel_size`` convolution followed by a pointwise 1x1 convolution."""
+
+    def __init__(self, nin: int, nout: int, kernel_size: int = 3, bias: bool = False) -> None:
+        super().__init__()
+        self.sepconv = nn.Sequential(
+            nn.Conv2d(nin, nin, kernel_size, padding=(kernel_size - 1) // 2, groups=nin, bias=bias),
+            nn.Conv2d(nin, nout, 1, bias=bias),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.sepconv(x)
+
+
+def separable_conv_bn_act(
+    nin: int, nout: int, kernel_size: int, activation: nn.Module | None = None
+) -> nn.Sequential:
+    """Separable convolution, batch norm and an activation (ReLU unless one is given)."""
+    return nn.Sequential(
+        SeparableConv2d(nin, nout, kernel_size),
+        nn.BatchNorm2d(nout),
+        activation if activation is not None else nn.ReLU(inplace=True),
+    )
+
+
+def conv_transpose_bn_act(nin: int, nout: int, scale: int = 2) -> nn.Sequential:
+    """Learned ``scale``-times upsampling: transposed convolution, batch norm, ReLU."""
+    return nn.Sequential(
+        nn.ConvTranspose2d(nin, nout, scale, stride=scale, bias=False),
+        nn.BatchNorm2d(nout),
+        nn.ReLU(inplace=True),
+    )
+
+
+class Resample2d(nn.Module):
+    """1x1 convolution + batch norm that maps ``nin`` channels to ``nout`` (identity if equal)."""
+
+    def __init__(self, nin: int, nout: int) -> None:
+        super().__init__()
+        self.conv: nn.Module = conv_bn_act(nin, nout, 1, act=False) if nin != nout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def upsample(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Bilinear upsampling with aligned corners, as empanada uses to reach input resolution."""
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=True)
+
+
+class PanopticDeepLabHead(nn.Module):
+    """A 5x5 separable conv block followed by a 1x1 prediction convolution."""
+
+    def __init__(self, nin: int, nout: int) -> None:
+        super().__init__()
+        self.head = nn.Sequential(separable_conv_bn_act(nin, nin, 5), nn.Conv2d(nin, nout, 1))
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.001)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)

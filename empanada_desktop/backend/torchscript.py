@@ -1,0 +1,182 @@
+"""TorchScript files in empanada's format: load, verify, script and export.
+
+empanada's released models (MitoNet_v1.pth, ...) are TorchScript archives written by
+``torch.jit.save``; empanada-napari loads a ``<name>.pth`` + ``<name>.yaml`` pair. This module
+reads such files for inference and training and writes our models (native or imported,
+finetuned or not) in the same form. torch 2.14 calls TorchScript deprecated; it is still what
+empanada loads (EMPANADA_FORMATS.md section 3).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import re
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from empanada_desktop.core.atomic import atomic_path
+from empanada_desktop.core.errors import ConfigError, ModelLoadError, UserError
+from empanada_desktop.core.registry_files import check_torchscript_archive
+
+log = logging.getLogger(__name__)
+
+#: Keys every empanada-format model returns in eval mode.
+REQUIRED_OUTPUTS = ("sem_logits",)
+#: Side of the square test input of ``verify_model_file`` (divisible by every padding factor
+#: up to 128; 512-padded models get 512).
+_VERIFY_SIZE = 128
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@contextlib.contextmanager
+def _quiet_jit() -> Iterator[None]:
+    """Silence torch's TorchScript deprecation warnings: we use TorchScript on purpose."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(TorchScript|torch\.jit).*")
+        yield
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """Load a TorchScript model file onto ``device``, in eval mode.
+
+    Raises:
+        ModelLoadError: the file is missing, empty, truncated, not TorchScript, or torch cannot
+            load it; the message names the file and says what to do.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"Model file {path} does not exist; check the path or import the model again.")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"Model file {path} is empty (0 bytes); copy or download it again.")
+    check_torchscript_archive(path)
+    try:
+        with _quiet_jit():
+            model = torch.jit.load(str(path), map_location=torch.device(device))
+    except Exception as error:  # torch raises RuntimeError or ValueError with C++ details
+        raise ModelLoadError(
+            f"{path} could not be loaded as a TorchScript model ({_first_line(error)}). The file "
+            "may be damaged or written by a newer PyTorch; copy or download it again."
+        ) from error
+    model.eval()
+    return model
+
+
+def verify_model_file(path: str | os.PathLike[str]) -> dict:
+    """Load ``path`` and run one small forward pass to check empanada's output contract.
+
+    Returns:
+        ``dict(parameters=int, format="torchscript", num_classes=int, outputs=[keys])``.
+
+    Raises:
+        ModelLoadError: the file does not load or its outputs do not follow the contract.
+    """
+    path = Path(path)
+    model = load_model(path, "cpu")
+    parameters = sum(p.numel() for p in model.parameters())
+    if parameters == 0:
+        raise ModelLoadError(f"{path} is TorchScript but holds no weights; it is not a segmentation model.")
+    size = _VERIFY_SIZE
+    outputs = None
+    last_error: Exception | None = None
+    for size in (_VERIFY_SIZE, 512):
+        try:
+            with torch.inference_mode():
+                outputs = model(torch.zeros(1, 1, size, size))
+            break
+        except Exception as error:  # a model needing larger padding fails on shapes; try once more
+            last_error = error
+    if outputs is None:
+        raise ModelLoadError(
+            f"{path} loads, but does not run on a 1-channel image ({_first_line(last_error)}). It is not an "
+            "empanada segmentation model; choose another file."
+        )
+    if not isinstance(outputs, dict) or any(key not in outputs for key in REQUIRED_OUTPUTS):
+        got = sorted(outputs) if isinstance(outputs, dict) else type(outputs).__name__
+        raise ModelLoadError(
+            f"{path} runs, but returns {got} instead of empanada's outputs "
+            f"(a dict with {', '.join(REQUIRED_OUTPUTS)}); choose an empanada model file."
+        )
+    sem_logits = outputs["sem_logits"]
+    if sem_logits.ndim != 4 or sem_logits.shape[0] != 1:
+        raise ModelLoadError(
+            f"{path}: 'sem_logits' has shape {tuple(sem_logits.shape)}, expected (1, C, H, W)."
+        )
+    return {
+        "parameters": int(parameters),
+        "format": "torchscript",
+        "num_classes": int(sem_logits.shape[1]),
+        "outputs": sorted(outputs),
+        "input_size": size,
+    }
+
+
+def script_model(model: nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script(model)``; a model that already is TorchScript is returned as is."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return model
+    try:
+        with _quiet_jit():
+            return torch.jit.script(model)
+    except Exception as error:
+        raise ModelLoadError(
+            f"The model ({type(model).__name__}) cannot be converted to TorchScript: {_first_line(error)}"
+        ) from error
+
+
+def export_empanada(model: nn.Module, config, out_dir: str | os.PathLike[str], name: str) -> tuple[Path, Path]:
+    """Write ``out_dir/<name>.pth`` (TorchScript, CPU, eval mode) and ``out_dir/<name>.yaml``.
+
+    ``config`` is the model's ``ModelConfig``; the yaml is written with ``model:`` set to the
+    absolute path of the .pth and ``model_quantized: null``, which is the pair empanada-napari
+    loads. For a native model, the architecture, encoder and (if needed) padding factor are
+    filled in from the model. Both files are written atomically; ``model`` is not changed.
+    """
+    if not _NAME_RE.match(name):
+        raise ConfigError(
+            f"Model name {name!r} is not usable as a file name: use letters, digits, '_', '-' or "
+            "'.', starting with a letter or digit (at most 64 characters)."
+        )
+    out_dir = Path(out_dir)
+    pth_path = out_dir / f"{name}.pth"
+    yaml_path = out_dir / f"{name}.yaml"
+    exported = copy.deepcopy(model).cpu().eval()
+    scripted = script_model(exported)
+    config = _config_for(exported, config)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_path(pth_path) as tmp:
+            with _quiet_jit():
+                torch.jit.save(scripted, str(tmp))
+        config.with_model_path(str(pth_path.resolve()), None).to_yaml(yaml_path)
+    except OSError as error:
+        raise UserError(f"Cannot write the model to {out_dir}: {error.strerror or error}.") from error
+    log.info("exported %s and %s", pth_path, yaml_path)
+    return pth_path, yaml_path
+
+
+def _config_for(model: nn.Module, config):
+    """Fill the architecture fields of ``config`` from a native model."""
+    import dataclasses
+
+    from empanada_desktop.backend.models import ARCHITECTURES, PADDING_FACTORS
+
+    architecture = type(model).__name__
+    if architecture not in ARCHITECTURES or not dataclasses.is_dataclass(config):
+        return config
+    changes = {"architecture": architecture, "encoder": getattr(model, "encoder_name", config.encoder)}
+    needed = PADDING_FACTORS[architecture]
+    if config.padding_factor % needed:
+        changes["padding_factor"] = needed
+    return dataclasses.replace(config, **changes)
+
+
+def _first_line(error: BaseException | None) -> str:
+    text = str(error).strip() if error is not None else ""
+    return text.splitlines()[0] if text else type(error).__name__
