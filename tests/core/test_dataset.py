@@ -192,3 +192,20 @@ def test_read_pair_errors_name_the_file(tmp_path):
         read_pair(Pair(tmp_path / "i.tiff", tmp_path / "m.tiff"))
     with pytest.raises(DatasetError, match="gone.tiff"):
         read_pair(Pair(tmp_path / "gone.tiff", tmp_path / "m.tiff"))
+
+
+def test_shipped_demo_data_is_valid():
+    from empanada_desktop.core.imageio import read_image
+    from empanada_desktop.core.resources import demo_dir
+
+    report = scan_dataset(demo_dir() / "training_set")
+    assert report.problems == [] and report.notes == []
+    assert report.counts == {"demo_stack": 8, "second_acquisition": 8}
+    image, mask, _ = read_pair(report.pairs[0])
+    assert image.shape == (128, 128) and mask.max() >= 1
+    stack = read_image(demo_dir() / "em_stack.tif")
+    labels = read_image(demo_dir() / "em_stack_labels.tif")
+    assert isinstance(stack, np.memmap) and stack.shape == (8, 256, 256) and stack.dtype == np.uint8
+    assert labels.shape == stack.shape and labels.dtype == np.int32 and labels.max() >= 10
+    # Mitochondria are darker than the cytoplasm around them, as in EM.
+    assert stack[labels > 0].mean() < stack[labels == 0].mean() - 20

@@ -260,3 +260,14 @@ def test_damaged_model_folder_is_reported_not_fatal(tmp_path):
     registry = ModelRegistry()
     assert "Stray" not in registry.names()
     assert any("Stray" in p for p in registry.problems)
+
+
+def test_resources_dir_in_a_frozen_app(monkeypatch, tmp_path):
+    import sys
+
+    from empanada_desktop.core import resources
+
+    assert (resources.builtin_config_dir() / "MitoNet_v1.yaml").is_file()
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    assert resources.resources_dir() == tmp_path / "resources"
+    assert resources.demo_dir() == tmp_path / "resources" / "demo"
