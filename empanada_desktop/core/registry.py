@@ -59,14 +59,14 @@ class ModelRegistry:
     """Registered, built-in and discovered models; see the module docstring.
 
     Args:
-        home: the folder holding one sub-folder per registered model; defaults to
-            ``paths.models_dir()``.
+        home: the app home; models live in ``home/models``. Defaults to ``paths.app_home()``.
         empanada_dir: empanada-napari's folder; defaults to ``paths.empanada_user_dir()``.
     """
 
     def __init__(self, home: str | os.PathLike[str] | None = None, empanada_dir: str | os.PathLike[str] | None = None):
-        self.home = Path(home) if home is not None else paths.models_dir()
-        self.home.mkdir(parents=True, exist_ok=True)
+        #: The folder holding one sub-folder per registered model.
+        self.models_dir = Path(home) / "models" if home is not None else paths.models_dir()
+        self.models_dir.mkdir(parents=True, exist_ok=True)
         self.empanada_dir = Path(empanada_dir) if empanada_dir is not None else paths.empanada_user_dir()
         #: Files found while listing that could not be used, each with the reason.
         self.problems: list[str] = []
@@ -177,11 +177,11 @@ class ModelRegistry:
         check_torchscript_archive(source_file)
         info = _run_verify(verify, source_file)
         builtin = name in self._builtin_configs()
-        staging = self.home / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+        staging = self.models_dir / f".staging-{name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
         try:
             if copy:
-                target = self.home / name / f"{name}.pth"
+                target = self.models_dir / name / f"{name}.pth"
                 sha256, size = copy_with_sha256(source_file, staging / target.name)
                 weights_ref = target.name
             else:
@@ -203,7 +203,7 @@ class ModelRegistry:
                     "imported_from": imported_from or str(source_file.resolve()),
                 },
             )
-            final_dir = self.home / name
+            final_dir = self.models_dir / name
             if final_dir.exists():
                 raise RegistryError(f"A model called '{name}' appeared meanwhile; choose another name.")
             os.replace(staging, final_dir)
@@ -257,8 +257,8 @@ class ModelRegistry:
         if new == model.name:
             return model
         self._check_new_name(new, ignore=model.name)
-        old_dir = self.home / model.name
-        staging = self.home / f".staging-{new}-{uuid.uuid4().hex[:8]}"
+        old_dir = self.models_dir / model.name
+        staging = self.models_dir / f".staging-{new}-{uuid.uuid4().hex[:8]}"
         os.replace(old_dir, staging)
         try:
             entry = read_entry(staging / "registry.json")
@@ -266,14 +266,14 @@ class ModelRegistry:
             if weights_ref == f"{model.name}.pth":
                 os.replace(staging / weights_ref, staging / f"{new}.pth")
                 weights_ref = f"{new}.pth"
-                weights_target = str(self.home / new / weights_ref)
+                weights_target = str(self.models_dir / new / weights_ref)
             else:
                 weights_target = weights_ref
             model.config.with_model_path(weights_target, None).to_yaml(staging / f"{new}.yaml")
             (staging / f"{model.name}.yaml").unlink(missing_ok=True)
             entry.update(name=new, weights=weights_ref, source="builtin" if new in self._builtin_configs() else "user")
             write_entry_json(staging / "registry.json", entry)
-            os.replace(staging, self.home / new)
+            os.replace(staging, self.models_dir / new)
         except BaseException:
             log.exception("renaming %s to %s failed; restoring", model.name, new)
             if (staging / f"{new}.pth").exists() and not (staging / f"{model.name}.pth").exists():
@@ -287,8 +287,8 @@ class ModelRegistry:
     def remove(self, name: str) -> None:
         """Delete a registered model's folder (a built-in stays listed, without weights)."""
         model = self._owned(name, "removed")
-        trash = self.home / f".trash-{model.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(self.home / model.name, trash)  # atomic: gone from the list at once
+        trash = self.models_dir / f".trash-{model.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(self.models_dir / model.name, trash)  # atomic: gone from the list at once
         shutil.rmtree(trash, ignore_errors=True)
         log.info("removed model %s", model.name)
 
@@ -346,7 +346,7 @@ class ModelRegistry:
         return found
 
     def _registered_dirs(self) -> list[Path]:
-        return sorted(p for p in self.home.iterdir() if p.is_dir() and not p.name.startswith("."))
+        return sorted(p for p in self.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
     def _registered(self, builtins: dict) -> dict[str, RegisteredModel]:
         models: dict[str, RegisteredModel] = {}

@@ -44,7 +44,7 @@ class FakeVerify:
 
 
 def _state(registry: ModelRegistry):
-    files = sorted(str(p.relative_to(registry.home)) for p in registry.home.rglob("*"))
+    files = sorted(str(p.relative_to(registry.models_dir)) for p in registry.models_dir.rglob("*"))
     return files, [(m.name, m.source, m.installed) for m in registry.list()]
 
 
@@ -271,3 +271,10 @@ def test_resources_dir_in_a_frozen_app(monkeypatch, tmp_path):
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
     assert resources.resources_dir() == tmp_path / "resources"
     assert resources.demo_dir() == tmp_path / "resources" / "demo"
+
+
+def test_explicit_home(tmp_path):
+    registry = ModelRegistry(home=tmp_path / "elsewhere")
+    model = registry.import_weights(fake_torchscript(tmp_path / "m.pth"), "Mine", like="MitoNet_v1")
+    assert model.weights_path == tmp_path / "elsewhere" / "models" / "Mine" / "Mine.pth"
+    assert "Mine" not in ModelRegistry().names()
