@@ -1,0 +1,1 @@
+"""The finetune wizard: model, data, settings, run, results (one file per page)."""

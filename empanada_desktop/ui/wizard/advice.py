@@ -1,0 +1,73 @@
+"""The best-practice advice shown where each choice is made (EMPANADA_FORMATS.md section 4).
+
+Kept in one place so that the wording is consistent across pages and easy to review.
+"""
+
+from __future__ import annotations
+
+LAYERS = {
+    "none": "Only the decoders and heads train; the encoder keeps what it learned. "
+            "Start here: it is the fastest and rarely overfits.",
+    "stage4": "Also trains the last encoder stage. Usually the best trade-off between "
+              "adapting to your images and keeping what the model knows.",
+    "stage3": "Trains encoder stages 3 and 4 as well: slower, needs more data.",
+    "stage2": "Trains encoder stages 2 to 4 as well: slower still, needs more data.",
+    "stage1": "Trains every encoder stage except the stem: close to 'all'.",
+    "all": "Trains everything. The slowest choice, and it can overfit when your data is diverse "
+           "or small.",
+}
+
+LAYERS_INTRO = (
+    "Which parts of the model learn from your data. The decoders and heads always train. "
+    "Start with <b>none</b>; <b>stage4</b> is usually the best trade-off; <b>all</b> is slowest "
+    "and may overfit."
+)
+
+ITERATIONS = (
+    "Optimiser steps. Rule of thumb: if the model gets about 30% IoU on your data now, 100-200 "
+    "iterations on 16 labelled patches usually suffice. empanada allows 100 to 5000."
+)
+
+PATCH_SIZE = (
+    "Side of the square patches cut from your images during training, in pixels (224-512; 256 by "
+    "default). It must be divisible by the model's padding factor ({padding})."
+)
+
+BATCH_SIZE = (
+    "Patches per step. 16 is the default: with fewer, the statistics of the model's remaining "
+    "BatchNorm layers get unstable. More is fine if memory allows."
+)
+
+DEVICE = (
+    "Where the computation runs. 'auto' picks a CUDA GPU, then Apple's MPS, then the CPU. "
+    "Finetuning MitoNet_v1 on a 2-core CPU takes about 12 s per iteration."
+)
+
+FEW_IMAGES = (
+    "You have {count} labelled patch(es), fewer than the batch size of {batch}. Choose one:"
+)
+REMEDY_SMALLER_BATCH = (
+    "Lower the batch size to {count} (works, but below 16 the BatchNorm statistics get unstable)"
+)
+REMEDY_DUPLICATE = "Repeat patches to fill batches of {batch} (each copy is augmented differently)"
+REMEDY_MORE_DATA = (
+    "Go back and label more patches, or add a folder of related data (e.g. CEM-MitoLab)"
+)
+
+DATA_INTRO = (
+    "Training data are pairs of an 8-bit image and its instance mask (0 = background, 1..N = "
+    "objects) in empanada's layout: <i>&lt;source&gt;/images/&lt;name&gt;.tiff</i> and "
+    "<i>&lt;source&gt;/masks/&lt;name&gt;.tiff</i>. Sources are weighted so that one with many "
+    "patches does not drown the others."
+)
+
+VALIDATION = (
+    "Optional: a folder in the same layout with patches NOT used for training. With it you see "
+    "IoU, PQ and F1 before and after finetuning, and side-by-side results on the last page."
+)
+
+MODEL_INTRO = (
+    "The model to start from. Finetuning adapts it to your images; the original stays as it is."
+)
+
+CANCEL = "Cancel stops after the current step and saves a checkpoint, so you can resume later."

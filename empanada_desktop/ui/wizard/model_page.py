@@ -1,0 +1,211 @@
+"""Wizard page 1: pick the model to start from, or an unfinished run to resume."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QRadioButton,
+    QTextBrowser,
+    QVBoxLayout,
+    QWizardPage,
+)
+
+from empanada_desktop.core.errors import UserError
+from empanada_desktop.ui.model_manager import ModelManagerDialog, model_info_html, model_status
+from empanada_desktop.ui.wizard import advice
+from empanada_desktop.ui.wizard.runs import ResumableRun, find_resumable_runs
+from empanada_desktop.ui.worker import show_error
+
+log = logging.getLogger(__name__)
+
+
+class ModelPage(QWizardPage):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setTitle("Model")
+        self.setSubTitle(advice.MODEL_INTRO)
+        self.new_radio = QRadioButton("Finetune a model")
+        self.new_radio.setChecked(True)
+        self.resume_radio = QRadioButton("Resume an unfinished run")
+        self.models_list = QListWidget()
+        self.models_list.setMinimumWidth(330)
+        self.info = QTextBrowser()
+        self.import_button = QPushButton("Import a model file (.pth) ...")
+        self.import_button.setToolTip("Opens the model manager, where you can import, rename or "
+                                      "remove models.")
+        self.runs_list = QListWidget()
+        self.runs_list.setMaximumHeight(110)
+        self.runs_note = QLabel("")
+        self.runs_note.setWordWrap(True)
+
+        pick = QHBoxLayout()
+        left = QVBoxLayout()
+        left.addWidget(self.models_list, 1)
+        left.addWidget(self.import_button)
+        pick.addLayout(left)
+        pick.addWidget(self.info, 1)
+        runs_box = QGroupBox()
+        runs_layout = QVBoxLayout(runs_box)
+        runs_layout.addWidget(self.resume_radio)
+        runs_layout.addWidget(self.runs_list)
+        runs_layout.addWidget(self.runs_note)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.new_radio)
+        layout.addLayout(pick, 1)
+        layout.addWidget(runs_box)
+
+        self.models_list.currentItemChanged.connect(lambda *_: self._on_model_changed())
+        self.runs_list.currentItemChanged.connect(lambda *_: self._on_run_selected())
+        self.new_radio.toggled.connect(lambda *_: self.completeChanged.emit())
+        self.import_button.clicked.connect(self.open_model_manager)
+        self.models: dict[str, object] = {}
+        self.runs: list[ResumableRun] = []
+        self.manager: ModelManagerDialog | None = None
+
+    # -- wizard hooks ------------------------------------------------------------------------
+    def initializePage(self) -> None:
+        self.refresh()
+
+    def isComplete(self) -> bool:
+        if self.resume_radio.isChecked():
+            return self.selected_run() is not None
+        model = self.selected_model()
+        return model is not None and model.installed
+
+    def validatePage(self) -> bool:
+        wizard = self.wizard()
+        if self.resume_radio.isChecked():
+            from empanada_desktop.backend.finetune.run import read_run_config
+
+            run = self.selected_run()
+            try:
+                wizard.config = read_run_config(run.run_dir)
+            except UserError as error:
+                show_error(self, "Cannot resume this run", str(error))
+                return False
+            wizard.resume_run = run
+            wizard.model_name = wizard.config.model
+        else:
+            wizard.resume_run = None
+            wizard.model_name = self.selected_model().name
+        return True
+
+    def nextId(self) -> int:
+        from empanada_desktop.ui.wizard.wizard import PAGE_DATA, PAGE_RUN
+
+        return PAGE_RUN if self.resume_radio.isChecked() else PAGE_DATA
+
+    # -- state -------------------------------------------------------------------------------
+    def refresh(self, select: str | None = None) -> None:
+        from empanada_desktop.core.registry import ModelRegistry
+
+        select = select or (self.selected_model().name if self.selected_model() else None)
+        select = select or getattr(self.wizard(), "model_name", None)
+        try:
+            self.registry = ModelRegistry()
+            models = self.registry.list()
+        except UserError as error:
+            self.registry, models = None, []
+            self.info.setHtml(f"<p style='color:#b00020'>{error}</p>")
+        self.models = {model.name: model for model in models}
+        with_signals_blocked(self.models_list, self._fill_models, models, select)
+        self._on_model_changed()
+        self.runs = find_resumable_runs()
+        self.runs_list.clear()
+        for run in self.runs:
+            item = QListWidgetItem(run.label)
+            item.setToolTip(str(run.run_dir))
+            self.runs_list.addItem(item)
+        self.resume_radio.setEnabled(bool(self.runs))
+        self.runs_list.setEnabled(bool(self.runs))
+        self.runs_note.setText(
+            "Runs that were cancelled or stopped (crash, power cut) continue from their last "
+            "checkpoint." if self.runs else "No unfinished runs."
+        )
+        self.completeChanged.emit()
+
+    def _fill_models(self, models, select) -> None:
+        self.models_list.clear()
+        for model in models:
+            item = QListWidgetItem(f"{model.name}  ({model_status(model)})")
+            item.setData(Qt.ItemDataRole.UserRole, model.name)
+            if not model.installed:
+                item.setForeground(Qt.GlobalColor.darkGray)
+            self.models_list.addItem(item)
+            if model.name == select:
+                self.models_list.setCurrentItem(item)
+        if self.models_list.currentItem() is None and self.models_list.count():
+            installed = [row for row in range(self.models_list.count()) if self.models[
+                self.models_list.item(row).data(Qt.ItemDataRole.UserRole)].installed]
+            self.models_list.setCurrentRow(installed[0] if installed else 0)
+
+    def selected_model(self):
+        item = self.models_list.currentItem()
+        return self.models.get(item.data(Qt.ItemDataRole.UserRole)) if item is not None else None
+
+    def select_model(self, name: str) -> None:
+        if name not in self.models:
+            self.refresh()
+        for row in range(self.models_list.count()):
+            if self.models_list.item(row).data(Qt.ItemDataRole.UserRole) == name:
+                self.models_list.setCurrentRow(row)
+                self.new_radio.setChecked(True)
+                return
+        raise KeyError(name)
+
+    def selected_run(self) -> ResumableRun | None:
+        row = self.runs_list.currentRow()
+        return self.runs[row] if 0 <= row < len(self.runs) else None
+
+    def select_run(self, run_dir: Path) -> None:
+        self.refresh()
+        for row, run in enumerate(self.runs):
+            if Path(run.run_dir) == Path(run_dir):
+                self.runs_list.setCurrentRow(row)
+                self.resume_radio.setChecked(True)
+                return
+        raise KeyError(str(run_dir))
+
+    def _on_model_changed(self) -> None:
+        model = self.selected_model()
+        if model is None:
+            self.info.setHtml("<p>No model is registered yet. Import a model file (.pth).</p>")
+        elif self.registry is not None:
+            html = model_info_html(self.registry, model)
+            if not model.installed:
+                html += ("<p>This model cannot be finetuned until its weights file is imported: "
+                         "use <i>Import a model file</i> below the list.</p>")
+            self.info.setHtml(html)
+        if model is not None:
+            self.new_radio.setChecked(True)
+        self.completeChanged.emit()
+
+    def _on_run_selected(self) -> None:
+        if self.selected_run() is not None:
+            self.resume_radio.setChecked(True)
+        self.completeChanged.emit()
+
+    def open_model_manager(self) -> ModelManagerDialog:
+        if self.manager is None:
+            self.manager = ModelManagerDialog(self)
+            self.manager.modelsChanged.connect(lambda: self.refresh())
+        self.manager.refresh()
+        self.manager.open()
+        return self.manager
+
+
+def with_signals_blocked(widget, fn, *args):
+    blocked = widget.blockSignals(True)
+    try:
+        return fn(*args)
+    finally:
+        widget.blockSignals(blocked)

@@ -1,0 +1,58 @@
+"""The wizard opened on one page, for screenshots (``empanada-desktop screenshots DIR``).
+
+The model, data and settings pages show the real state of this computer (registered models,
+the demo training set). The run and results pages cannot run a real finetuning for a
+screenshot, so they are fed a short example curve and example metrics, which their titles say.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from empanada_desktop.backend.events import Progress, Validated
+
+
+def _demo_training_set() -> Path | None:
+    from empanada_desktop.core.resources import demo_dir
+
+    folder = demo_dir() / "training_set"
+    return folder if folder.is_dir() else None
+
+
+def wizard_at(page_id: int):
+    from empanada_desktop.backend.finetune.loop import FinetuneResult
+    from empanada_desktop.core.registry import ModelRegistry
+    from empanada_desktop.ui.wizard.wizard import PAGE_RESULTS, PAGE_RUN, FinetuneWizard
+
+    wizard = FinetuneWizard(training_set_dir=_demo_training_set)
+    models = ModelRegistry().list()
+    installed = [m for m in models if m.installed]
+    wizard.model_name = (installed or models)[0].name
+    demo = _demo_training_set()
+    wizard.train_dirs = [demo] if demo else []
+    wizard.run_page.autostart = False
+    wizard.setStartId(page_id)
+    if page_id == PAGE_RUN:
+        wizard.run_page.setTitle("Finetuning (example numbers for this screenshot)")
+    if page_id == PAGE_RESULTS:
+        wizard.results_page.setTitle("Results (example numbers for this screenshot)")
+        wizard.result = FinetuneResult(run_dir=Path("runs/example"), model_name="MitoNet_v1_lab",
+                                       baseline_metrics={"iou": 0.31, "pq": 0.18, "f1": 0.27},
+                                       final_metrics={"iou": 0.74, "pq": 0.58, "f1": 0.71})
+    wizard.show()
+    if page_id == PAGE_RUN:
+        page = wizard.run_page
+        page.progress.setRange(0, 200)
+        page.on_event(Validated(step=0, metrics={"iou": 0.31, "pq": 0.18, "f1": 0.27}, baseline=True))
+        for step in range(1, 121):
+            lr = 0.003 * math.sin(min(step / 60, 1) * math.pi / 2)
+            losses = {"total": 2.0 * math.exp(-step / 40) + 0.3, "ce": 0.6 * math.exp(-step / 30) + 0.1,
+                      "mse": 1.2 * math.exp(-step / 50) + 0.15, "l1": 0.05, "point_rend": 0.2}
+            page.on_event(Progress(step=step, total=200, losses=losses, lr=lr,
+                                   seconds_per_step=12.5, eta_seconds=12.5 * (200 - step)))
+            if step in (50, 100):
+                page.on_event(Validated(step=step, metrics={"iou": 0.5 + step / 1000,
+                                                            "pq": 0.35 + step / 1000,
+                                                            "f1": 0.5 + step / 1000}))
+    return wizard
