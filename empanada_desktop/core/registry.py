@@ -26,19 +26,22 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from empanada_desktop.core import paths
-from empanada_desktop.core.errors import ConfigError, ModelLoadError, RegistryError, UserError
+from empanada_desktop.core.errors import ConfigError, RegistryError, UserError
 from empanada_desktop.core.model_config import ModelConfig
 from empanada_desktop.core.registry_files import (
     RegisteredModel,
     check_torchscript_archive,
+    VerifyFn,
     copy_with_sha256,
+    existing_weights,
     file_sha256,
     read_entry,
+    read_entry_model,
+    run_verify,
     weights_file_name,
     write_entry_json,
 )
@@ -47,8 +50,6 @@ from empanada_desktop.core.resources import builtin_config_dir
 __all__ = ["ModelRegistry", "RegisteredModel", "VerifyFn", "weights_file_name"]
 
 log = logging.getLogger(__name__)
-
-VerifyFn = Callable[[Path], dict]
 
 # Built-ins in the order they are listed (the most useful first).
 BUILTIN_ORDER = ("MitoNet_v1", "MitoNet_v1_mini", "NucleoNet_base_v2", "DropNet_base_v1")
@@ -63,7 +64,11 @@ class ModelRegistry:
         empanada_dir: empanada-napari's folder; defaults to ``paths.empanada_user_dir()``.
     """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, empanada_dir: str | os.PathLike[str] | None = None):
+    def __init__(
+        self,
+        home: str | os.PathLike[str] | None = None,
+        empanada_dir: str | os.PathLike[str] | None = None,
+    ):
         #: The folder holding one sub-folder per registered model.
         self.models_dir = Path(home) / "models" if home is not None else paths.models_dir()
         self.models_dir.mkdir(parents=True, exist_ok=True)
@@ -173,9 +178,9 @@ class ModelRegistry:
         of the registry changes.
         """
         self._check_new_name(name)
-        source_file = _existing_weights(Path(weights_file))
+        source_file = existing_weights(Path(weights_file))
         check_torchscript_archive(source_file)
-        info = _run_verify(verify, source_file)
+        info = run_verify(verify, source_file)
         builtin = name in self._builtin_configs()
         staging = self.models_dir / f".staging-{name}-{uuid.uuid4().hex[:8]}"
         staging.mkdir()
@@ -230,21 +235,30 @@ class ModelRegistry:
         """
         file = Path(file)
         if like and config_file:
-            raise ConfigError("Give either a model to copy the config from (--like) or a config file (--config), not both.")
-        _existing_weights(file)
+            raise ConfigError(
+                "Give either a model to copy the config from (--like) or a config file (--config), "
+                "not both."
+            )
+        existing_weights(file)
         if config_file:
             config = ModelConfig.from_yaml(config_file)
         elif like:
             config = self.get(like).config
         else:
             config = self._guess_config(file, name)
-        return self.register(name, config, file, copy=True, verify=verify, imported_from=str(file.resolve()))
+        return self.register(
+            name, config, file, copy=True, verify=verify, imported_from=str(file.resolve())
+        )
 
-    def adopt(self, name: str, *, new_name: str | None = None, verify: VerifyFn | None = None) -> RegisteredModel:
+    def adopt(
+        self, name: str, *, new_name: str | None = None, verify: VerifyFn | None = None
+    ) -> RegisteredModel:
         """Copy a model found in ~/.empanada into the app home (it then no longer depends on it)."""
         model = self.get(name)
         if model.source != "empanada":
-            raise RegistryError(f"'{model.name}' is not a model found in {self.empanada_dir}; nothing to adopt.")
+            raise RegistryError(
+                f"'{model.name}' is not a model found in {self.empanada_dir}; nothing to adopt."
+            )
         if not model.installed:
             raise RegistryError(f"'{model.name}' has no weights file: {model.missing_weights_hint}")
         return self.register(
@@ -271,7 +285,8 @@ class ModelRegistry:
                 weights_target = weights_ref
             model.config.with_model_path(weights_target, None).to_yaml(staging / f"{new}.yaml")
             (staging / f"{model.name}.yaml").unlink(missing_ok=True)
-            entry.update(name=new, weights=weights_ref, source="builtin" if new in self._builtin_configs() else "user")
+            source = "builtin" if new in self._builtin_configs() else "user"
+            entry.update(name=new, weights=weights_ref, source=source)
             write_entry_json(staging / "registry.json", entry)
             os.replace(staging, self.models_dir / new)
         except BaseException:
@@ -378,7 +393,9 @@ class ModelRegistry:
             if weights is not None:
                 config = config.with_model_path(str(weights), config.model_quantized)
             models.append(
-                RegisteredModel(path.stem, config, weights, builtin=False, source="empanada", config_path=path)
+                RegisteredModel(
+                    path.stem, config, weights, builtin=False, source="empanada", config_path=path
+                )
             )
         return models
 
@@ -392,56 +409,6 @@ class ModelRegistry:
                 config_dir / given, self.empanada_dir / given, self.empanada_dir / "models" / given.name,
             ]
         return next((c for c in candidates if c.is_file()), None)
-
-
-def read_entry_model(folder: Path, *, builtin: bool) -> RegisteredModel:
-    """Load one registered model's folder; a broken folder raises RegistryError naming it."""
-    entry = read_entry(folder / "registry.json")
-    name = folder.name
-    weights_ref = entry.get("weights") or f"{name}.pth"
-    weights = Path(weights_ref) if Path(weights_ref).is_absolute() else folder / weights_ref
-    yaml_path = folder / f"{name}.yaml"
-    try:
-        config = ModelConfig.from_yaml(yaml_path)
-    except ConfigError as error:
-        raise RegistryError(f"Registered model '{name}' has a broken config: {error}") from None
-    # The yaml's model: may be stale if the app home moved; the folder is the truth.
-    config = config.with_model_path(str(weights), None)
-    return RegisteredModel(
-        name,
-        config,
-        weights,
-        builtin=builtin,
-        source="builtin" if builtin else entry.get("source", "user"),
-        sha256=entry.get("sha256"),
-        size=entry.get("size"),
-        parameters=entry.get("parameters"),
-        config_path=yaml_path,
-        registered=True,
-    )
-
-
-def _existing_weights(path: Path) -> Path:
-    if not path.exists():
-        raise ModelLoadError(f"Model file {path} does not exist; check the path.")
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is a folder, not a model file; choose the .pth file inside it.")
-    if path.stat().st_size == 0:
-        raise ModelLoadError(f"Model file {path} is empty (0 bytes); copy or download it again.")
-    return path
-
-
-def _run_verify(verify: VerifyFn | None, path: Path) -> dict:
-    if verify is None:
-        log.info("registering %s without loading it (no verify function given)", path)
-        return {}
-    try:
-        info = verify(path)
-    except UserError:
-        raise
-    except Exception as error:  # a loader failing in an unforeseen way is still the file's fault
-        raise ModelLoadError(f"{path} could not be loaded as a model: {error}") from error
-    return dict(info or {})
 
 
 def _lower(name: str) -> str:

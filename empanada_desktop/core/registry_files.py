@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
 from empanada_desktop.core.atomic import atomic_path, write_text
-from empanada_desktop.core.errors import ModelLoadError, RegistryError
+from empanada_desktop.core.errors import ConfigError, ModelLoadError, RegistryError, UserError
 from empanada_desktop.core.model_config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+#: ``verify(path) -> dict`` loads a model file (the backend's verify_model_file); may raise.
+VerifyFn = Callable[[Path], dict]
 
 _CHUNK = 4 * 1024 * 1024
 ENTRY_VERSION = 1
@@ -169,3 +176,53 @@ def write_entry_json(path: Path, entry: dict[str, Any]) -> None:
     """Write a model folder's registry.json atomically."""
     data = {"version": ENTRY_VERSION, **{k: v for k, v in entry.items() if k != "version"}}
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_entry_model(folder: Path, *, builtin: bool) -> RegisteredModel:
+    """Load one registered model's folder; a broken folder raises RegistryError naming it."""
+    entry = read_entry(folder / "registry.json")
+    name = folder.name
+    weights_ref = entry.get("weights") or f"{name}.pth"
+    weights = Path(weights_ref) if Path(weights_ref).is_absolute() else folder / weights_ref
+    yaml_path = folder / f"{name}.yaml"
+    try:
+        config = ModelConfig.from_yaml(yaml_path)
+    except ConfigError as error:
+        raise RegistryError(f"Registered model '{name}' has a broken config: {error}") from None
+    # The yaml's model: may be stale if the app home moved; the folder is the truth.
+    config = config.with_model_path(str(weights), None)
+    return RegisteredModel(
+        name,
+        config,
+        weights,
+        builtin=builtin,
+        source="builtin" if builtin else entry.get("source", "user"),
+        sha256=entry.get("sha256"),
+        size=entry.get("size"),
+        parameters=entry.get("parameters"),
+        config_path=yaml_path,
+        registered=True,
+    )
+
+
+def existing_weights(path: Path) -> Path:
+    if not path.exists():
+        raise ModelLoadError(f"Model file {path} does not exist; check the path.")
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is a folder, not a model file; choose the .pth file inside it.")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"Model file {path} is empty (0 bytes); copy or download it again.")
+    return path
+
+
+def run_verify(verify: VerifyFn | None, path: Path) -> dict:
+    if verify is None:
+        log.info("registering %s without loading it (no verify function given)", path)
+        return {}
+    try:
+        info = verify(path)
+    except UserError:
+        raise
+    except Exception as error:  # a loader failing in an unforeseen way is still the file's fault
+        raise ModelLoadError(f"{path} could not be loaded as a model: {error}") from error
+    return dict(info or {})
