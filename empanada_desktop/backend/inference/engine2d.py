@@ -99,7 +99,10 @@ class Engine2D:
 
     def _normalise(self, image: np.ndarray) -> torch.Tensor:
         """uint8 (H, W) -> (1, 1, Hp, Wp) float on the device, zero-padded bottom/right."""
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device)
+        image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # memory-mapped, read-only: torch wants a writable array
+            image = image.copy()
+        x = torch.from_numpy(image).to(self.device)
         x = (x.float() / 255.0 - self.mean) / self.std
         multiple = self.padding_factor * self.downsample
         pad_h = -x.shape[0] % multiple

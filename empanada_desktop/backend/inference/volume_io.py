@@ -182,7 +182,7 @@ def write_output(out_path: Path, work: np.ndarray, lut: np.ndarray, stuff_diviso
     shape = work.shape
     big = int(np.prod(shape)) * 4 > 2**31
     with atomic_path(out_path) as tmp:
-        out = tifffile.memmap(tmp, shape=shape, dtype=np.int32, bigtiff=big)
+        out = tifffile.memmap(tmp, shape=shape, dtype=np.int32, bigtiff=big, photometric="minisblack")
         for z in range(shape[0]):
             labels = np.asarray(work[z]).astype(np.int64)
             mapped = np.where(labels > 0, lut[np.clip(labels, 0, None)], -labels * stuff_divisor)
