@@ -76,6 +76,7 @@ class MainWindow(QMainWindow):
             self.toolbar.addAction(action)
         self.add_panel("Labels", LabelsControls(self.viewer.labels_layer), "left")
         self._build_panels()
+        __import__("empanada_desktop.ui.part2", fromlist=["install"]).install(self)  # part 2
         self._build_view_menu()
         help_menu = self._menu("&Help")
         about = QAction("About empanada-desktop", self)
