@@ -57,7 +57,6 @@ def run_app(files: list[str]) -> int:
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
-    from empanada_desktop.ui import qt_compat  # noqa: F401 (PySide6 bool refcount fix)
     from empanada_desktop.ui.main_window import app_settings
     from empanada_desktop.ui.theme import apply_theme
 

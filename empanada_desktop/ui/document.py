@@ -15,7 +15,6 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from empanada_desktop.core.errors import ImageReadError
-from empanada_desktop.ui import qt_compat  # noqa: F401 (PySide6 bool refcount fix)
 
 log = logging.getLogger(__name__)
 
