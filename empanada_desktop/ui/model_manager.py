@@ -62,8 +62,13 @@ def model_info_html(registry, model) -> str:
     except UserError as error:
         described = {"problem": str(error)}
     for key, value in described.items():
-        if key in ("name", "description"):
+        # Shown elsewhere (title, description, the red hint) or noise for people.
+        if key in ("name", "description", "missing_weights", "installed", "builtin") or value is None:
             continue
+        if key == "sha256":
+            value = str(value)[:16] + "..."
+        if key == "size_bytes":
+            key, value = "size", f"{int(value) / 1e6:.1f} MB"
         rows.append((key.replace("_", " "), str(value)))
     parts = [f"<h3>{escape(model.name)}</h3>"]
     description = model.config.description or "No description."
@@ -138,7 +143,8 @@ class ModelManagerDialog(QDialog):
         self.setWindowTitle("Models")
         self.resize(760, 460)
         self.models_list = QListWidget()
-        self.models_list.setMinimumWidth(240)
+        self.models_list.setMinimumWidth(200)
+        self.models_list.setMaximumWidth(280)
         self.info = QTextBrowser()
         self.info.setOpenExternalLinks(False)
         self.status = QLabel("")
