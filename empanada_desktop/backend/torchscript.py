@@ -87,7 +87,8 @@ def verify_model_file(path: str | os.PathLike[str]) -> dict:
     last_error: Exception | None = None
     for size in (_VERIFY_SIZE, 512):
         try:
-            with torch.inference_mode():
+            # The profiling executor's first calls take seconds; one check needs none of it.
+            with torch.inference_mode(), torch.jit.optimized_execution(False):
                 outputs = model(torch.zeros(1, 1, size, size))
             break
         except Exception as error:  # a model needing larger padding fails on shapes; try once more
