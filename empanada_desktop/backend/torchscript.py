@@ -43,6 +43,17 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
+def plain_execution() -> contextlib.AbstractContextManager:
+    """Run TorchScript models without the profiling executor's optimisation passes.
+
+    On a CPU, those passes make the first three calls of a model take several seconds each
+    and save little afterwards (measured on a ResNet-18 BiFPN at 256 px: 4.4, 1.7, 6.7, 12.4,
+    1.2 s optimised against 3.2, 1.1, 0.8, 1.1, 0.8 s plain). Wrap inference in it:
+    ``with torch.inference_mode(), plain_execution(): model(x)``.
+    """
+    return torch.jit.optimized_execution(False)
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     """Load a TorchScript model file onto ``device``, in eval mode.
 
@@ -88,7 +99,7 @@ def verify_model_file(path: str | os.PathLike[str]) -> dict:
     for size in (_VERIFY_SIZE, 512):
         try:
             # The profiling executor's first calls take seconds; one check needs none of it.
-            with torch.inference_mode(), torch.jit.optimized_execution(False):
+            with torch.inference_mode(), plain_execution():
                 outputs = model(torch.zeros(1, 1, size, size))
             break
         except Exception as error:  # a model needing larger padding fails on shapes; try once more

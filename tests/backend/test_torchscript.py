@@ -9,7 +9,13 @@ import torch
 import yaml
 
 from empanada_desktop.backend.models import build_model
-from empanada_desktop.backend.torchscript import export_empanada, load_model, script_model, verify_model_file
+from empanada_desktop.backend.torchscript import (
+    export_empanada,
+    load_model,
+    plain_execution,
+    script_model,
+    verify_model_file,
+)
 from empanada_desktop.core.errors import ConfigError, ModelLoadError
 from empanada_desktop.core.model_config import ModelConfig
 from tests.backend.conftest import make_empanada_style_file
@@ -25,7 +31,7 @@ def test_script_save_load_round_trip(tmp_path, tiny_native_model):
     loaded = load_model(path)
     assert not loaded.training
     x = torch.randn(1, 1, 64, 64)
-    with torch.no_grad():
+    with torch.no_grad(), plain_execution():
         expected, got = tiny_native_model(x), loaded(x)
     assert set(got) == {"sem_logits", "ctr_hmp", "offsets"}
     for key in expected:
@@ -83,14 +89,15 @@ def test_empanada_style_file_infers_trains_and_exports(tmp_path, empanada_style_
     names = dict(model.named_parameters())
     assert "encoder.conv1.0.weight" in names and "encoder.layer1.0.conv1.0.bias" in names
     x = torch.randn(1, 1, 64, 64)
-    with torch.no_grad():
+    with torch.no_grad(), plain_execution():
         expected = native(x, 2, False)
         got = model(x, 2, False)
     for key in ("ctr_hmp", "offsets"):  # fusion keeps the outputs
         torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-5)
     # It trains: a gradient step on it changes its outputs.
     model.train()
-    out = model(torch.randn(2, 1, 64, 64))
+    with plain_execution():
+        out = model(torch.randn(2, 1, 64, 64))
     assert {"sem_points", "point_coords"} <= set(out)
     loss = out["sem_logits"].mean() + out["sem_points"].mean() + out["ctr_hmp"].mean()
     loss.backward()
@@ -116,7 +123,7 @@ def test_export_writes_the_empanada_pair(tmp_path, tiny_native_model):
     assert zipfile.is_zipfile(pth)
     loaded = torch.jit.load(str(pth))
     assert not loaded.training
-    with torch.no_grad():
+    with torch.no_grad(), plain_execution():
         out = loaded(torch.zeros(1, 1, 256, 256))
     assert out["sem_logits"].shape == (1, 1, 256, 256) and out["offsets"].shape == (1, 2, 256, 256)
     assert ModelConfig.from_yaml(yml).model == str(pth.resolve())
