@@ -27,13 +27,14 @@ def window(qtbot):
 
 
 def test_add_panel_and_menu_action(window):
-    dock = window.add_panel("Inference", QLabel("hello"), "right")
-    assert window.docks["Inference"] is dock
-    action = QAction("Run inference")
-    window.add_menu_action("Models", action)
-    titles = [a.text() for a in window.menuBar().actions()]
-    assert "Models" in titles
-    assert titles[-1] == "&Help"  # new menus go before Help
+    # Names no built-in panel or menu uses (part 2 installs "Inference" and "&Models").
+    dock = window.add_panel("Extra panel", QLabel("hello"), "right")
+    assert window.docks["Extra panel"] is dock
+    action = QAction("Run extra")
+    window.add_menu_action("Extras", action)
+    menus = {a.text(): a.menu() for a in window.menuBar().actions()}
+    assert action in menus["Extras"].actions()
+    assert list(menus)[-1] == "&Help"  # new menus go before Help
     assert action.parent() is window
     assert window.training_set_dir() is None
 
