@@ -1,0 +1,153 @@
+"""Run empanada-napari 1.2.4's own code paths, for side-by-side benchmarks.
+
+This script runs in a *separate* virtual environment that has empanada-napari installed (see
+benchmarks/README.md); it never imports empanada_desktop. It calls empanada's public entry points
+(``empanada_napari.inference.Engine2d`` and ``empanada_napari.finetune.main``) on a model config
+and data that our benchmark scripts prepare, and prints one JSON line with the timings.
+
+    REF=/tmp/empvenv/bin/python
+    $REF benchmarks/reference/empanada_reference.py infer2d --config M.yaml --image I.tif --out L.tif
+    $REF benchmarks/reference/empanada_reference.py finetune --config M.yaml --train DIR \
+        --layers none --iterations 3 --patch-size 256 --batch-size 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _load_yaml(path):
+    import yaml
+
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def infer2d(args) -> dict:
+    import numpy as np
+    import tifffile
+    from empanada_napari.inference import Engine2d
+
+    model_config = _load_yaml(args.config)
+    image = tifffile.imread(args.image)
+    engine = Engine2d(
+        model_config,
+        inference_scale=1,
+        label_divisor=1000,
+        nms_threshold=0.1,
+        nms_kernel=3,
+        confidence_thr=args.confidence,
+        fine_boundaries=False,
+        tile_size=0,
+        use_gpu=args.device != "cpu",
+    )
+    engine.infer(image)  # warm-up: first call pays for TorchScript optimisation passes
+    seconds = []
+    labels = None
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        labels = engine.infer(image)
+        seconds.append(time.perf_counter() - start)
+    tifffile.imwrite(args.out, np.asarray(labels, dtype=np.int32))
+    return {"task": "infer2d", "seconds": seconds, "best": min(seconds), "shape": list(image.shape)}
+
+
+def finetune(args) -> dict:
+    import copy
+
+    from empanada.config_loaders import load_config
+    from empanada_napari import finetune as ft
+
+    main_config = os.path.join(os.path.dirname(ft.__file__), "training", "finetune_config.yaml")
+    config = load_config(main_config)
+    model_config = _load_yaml(args.config)
+    config["MODEL"] = {k: v for k, v in model_config.items() if k != "FINETUNE"}
+    config["FINETUNE"] = copy.deepcopy(model_config["FINETUNE"])
+    out_dir = tempfile.mkdtemp(prefix="empanada_ref_")
+    config["model_name"] = "reference_benchmark"
+    config["TRAIN"]["train_dir"] = args.train
+    config["TRAIN"]["model_dir"] = out_dir
+    config["TRAIN"]["finetune_layer"] = args.layers
+    config["TRAIN"]["batch_size"] = args.batch_size
+    n_images = len(glob.glob(os.path.join(args.train, "**/images/*")))
+    steps_per_epoch = n_images // args.batch_size
+    if steps_per_epoch < 1:
+        raise SystemExit(f"need at least {args.batch_size} images in {args.train}, found {n_images}")
+    epochs = max(1, args.iterations // steps_per_epoch)
+    for aug in config["TRAIN"]["augmentations"]:
+        for key in list(aug):
+            if ("height" in key or "width" in key) and aug[key] is None:
+                aug[key] = args.patch_size
+    # empanada sets save_freq = epochs // 5, which divides by zero below 5 epochs; saving is not
+    # what is measured here, so push it past the end of the run.
+    config["TRAIN"]["save_freq"] = epochs + 1
+    config["EVAL"]["eval_dir"] = None
+    config["EVAL"]["epochs_per_eval"] = epochs + 1
+    config["TRAIN"]["schedule_params"]["epochs"] = epochs
+    for metric in config["TRAIN"]["metrics"] + config["EVAL"]["metrics"]:
+        metric["labels"] = config["MODEL"]["labels"]
+
+    epoch_seconds = []
+    original_train = ft.train
+
+    def timed_train(*train_args, **train_kwargs):
+        start = time.perf_counter()
+        result = original_train(*train_args, **train_kwargs)
+        epoch_seconds.append(time.perf_counter() - start)
+        return result
+
+    ft.train = timed_train
+    if args.device == "cpu":
+        import torch
+
+        torch.cuda.is_available = lambda: False  # empanada picks cuda:0 whenever it exists
+    start = time.perf_counter()
+    ft.main(config)
+    total = time.perf_counter() - start
+    per_step = [s / steps_per_epoch for s in epoch_seconds]
+    steady = per_step[1:] if len(per_step) > 1 else per_step
+    return {
+        "task": "finetune",
+        "layers": args.layers,
+        "epochs": epochs,
+        "steps_per_epoch": steps_per_epoch,
+        "seconds_per_step": per_step,
+        "steady_seconds_per_step": sum(steady) / len(steady),
+        "total_seconds": total,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="task", required=True)
+    p_infer = sub.add_parser("infer2d")
+    p_infer.add_argument("--config", required=True)
+    p_infer.add_argument("--image", required=True)
+    p_infer.add_argument("--out", required=True)
+    p_infer.add_argument("--confidence", type=float, default=0.5)
+    p_infer.add_argument("--repeats", type=int, default=3)
+    p_infer.add_argument("--device", default="cpu")
+    p_ft = sub.add_parser("finetune")
+    p_ft.add_argument("--config", required=True)
+    p_ft.add_argument("--train", required=True)
+    p_ft.add_argument("--layers", default="none")
+    p_ft.add_argument("--iterations", type=int, default=3)
+    p_ft.add_argument("--patch-size", type=int, default=256)
+    p_ft.add_argument("--batch-size", type=int, default=16)
+    p_ft.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    result = infer2d(args) if args.task == "infer2d" else finetune(args)
+    sys.stdout.write("RESULT " + json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
