@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from empanada_desktop.backend.loading import create_builtin_weights, load_registered, register_native_model
-from empanada_desktop.backend.torchscript import export_empanada, verify_model_file
+from empanada_desktop.backend.torchscript import export_empanada, plain_execution, verify_model_file
 from empanada_desktop.core.errors import ModelLoadError, RegistryError
 from empanada_desktop.core.registry import ModelRegistry
 from tests.backend.conftest import build_tiny
@@ -61,3 +61,6 @@ def test_builtin_weights_have_the_released_structure(tmp_path):
     loaded, config = load_registered("MitoNet_v1")
     assert config.architecture == "PanopticDeepLabPR"
     assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in names.values())
+    with torch.no_grad(), plain_execution():
+        out = loaded(torch.zeros(1, 1, 64, 64))
+    assert out["sem_logits"].shape == (1, 1, 64, 64) and out["offsets"].shape == (1, 2, 64, 64)
