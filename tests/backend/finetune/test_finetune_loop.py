@@ -172,3 +172,20 @@ def test_stage4_trains_more_than_none_on_an_empanada_format_torchscript_model(ap
     assert counts["stage4"] > counts["none"]
     layer4 = sum(p.numel() for n, p in model.named_parameters() if n.startswith("encoder.layer4."))
     assert counts["stage4"] - counts["none"] == layer4
+
+
+def test_registered_torchscript_model_trains_as_the_equivalent_native_module(tiny_model):
+    import dataclasses
+
+    from empanada_desktop.backend.finetune.setup import to_native
+    from empanada_desktop.backend.loading import load_registered
+
+    scripted, model_config = load_registered(tiny_model)
+    native = to_native(scripted, model_config)
+    assert native is not None and not isinstance(native, torch.jit.ScriptModule)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        expected, got = scripted.eval()(x), native.eval()(x)
+    assert torch.allclose(expected["sem_logits"], got["sem_logits"], atol=1e-5)
+    # Weights that do not fit the named architecture: keep training the TorchScript module.
+    assert to_native(scripted, dataclasses.replace(model_config, encoder="resnet50")) is None
