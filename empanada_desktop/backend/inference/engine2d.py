@@ -26,6 +26,7 @@ from empanada_desktop.backend.inference.components import panoptic_ids
 from empanada_desktop.backend.inference.config import InferenceConfig
 from empanada_desktop.backend.inference.postprocess import PostprocessParams, postprocess, semantic_probabilities
 from empanada_desktop.backend.inference.tiling import plan_tiles
+from empanada_desktop.backend.torchscript import plain_execution
 from empanada_desktop.core.errors import ImageReadError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,8 @@ class Engine2D:
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
         try:
-            out = self.model(x, render_steps=self.render_steps, interpolate_ins=False)
+            with plain_execution():
+                out = self.model(x, render_steps=self.render_steps, interpolate_ins=False)
         except (RuntimeError, TypeError) as error:
             if isinstance(error, torch.OutOfMemoryError):
                 raise
