@@ -10,7 +10,8 @@ Steps, each must exit 0 (the summary lists each step's time; ``--json FILE`` wri
    a "spawn" multiprocessing pool and a torch DataLoader with 2 "spawn" workers, which
    re-execute the frozen executable (``EMPANADA_DESKTOP_SELF_CHECK=workers``, frozen.py);
 3. the desktop app opens the demo stack offscreen (the start-up probe of
-   ``empanada_desktop/frozen.py`` reports the visible window and the open image's shape);
+   ``empanada_desktop/frozen.py`` reports the visible window and the open image's shape), and
+   ``screenshots`` renders every screen and panel of the app (with demo data) to PNG;
 4. a tiny native model (ResNet-18 PanopticDeepLab with seeded random weights, made with this
    checkout's Python as a TorchScript file) is imported with ``models import`` by the bundle;
 5. ``finetune`` for 2 iterations on the demo training set (batch 2, 128 px patches), which runs
@@ -146,6 +147,12 @@ def smoke(bundle: Path, work: Path, offline: bool, timeout: float, source_python
     s.run("worker processes (spawn)", [], env=dict(s.env, EMPANADA_DESKTOP_SELF_CHECK="workers"),
           expect="DataLoader ok")
     s.open_demo_in_the_app()
+    shots = work / "screenshots"
+    s.run("screenshots", ["screenshots", str(shots)])
+    pngs = sorted(shots.glob("*.png"))
+    if not pngs:
+        raise SmokeFailure("screenshots wrote no PNG")
+    print(f"[smoke]   {len(pngs)} screens: {', '.join(p.stem for p in pngs)}", flush=True)
     weights = s.make_tiny_model_file(source_python)
     s.run("models import", ["models", "import", str(weights), "--name", "smoke_tiny", "--like", "MitoNet_v1"])
     s.run("finetune 2 iterations", [
@@ -155,7 +162,7 @@ def smoke(bundle: Path, work: Path, offline: bool, timeout: float, source_python
     ])
     out_labels = work / "em_stack_labels.tif"
     s.run("infer", ["infer", "--model", "smoke_finetuned", str(DEMO / "em_stack.tif"),
-                    "--output", str(out_labels), "--device", "cpu"])
+                    "--output", str(out_labels), "--device", "cpu", "--min-size", "10"])
     if not out_labels.exists():
         raise SmokeFailure(f"infer wrote no {out_labels}")
     export_dir = work / "exported"
