@@ -1,0 +1,1 @@
+"""Finetuning: config, data + augmentation, targets, loss, optimiser, loop, checkpoints (issue 3)."""
