@@ -56,7 +56,8 @@ EXCLUDED_MODULES = (
 
 # Data and binary files left out of the bundle (glob patterns on the destination path).
 EXCLUDED_FILE_PATTERNS = (
-    "torch/include/*", "torch/share/cmake/*", "torch/bin/*", "torch/test/*",
+    "torch/include/*", "torch/share/cmake/*", "torch/bin/protoc*", "torch/test/*",
+    # (torch/bin/torch_shm_manager stays: `import torch` looks for it.)
     "*.a", "*.lib", "*.pyi", "*.cmake", "*.h", "*.hpp", "*.cuh",
     "triton/*", "nvidia/*/include/*",
     # Qt translations for the Qt tools and other data we never load.

@@ -91,6 +91,8 @@ def test_excluded_file_patterns(bc):
     assert bc.is_excluded_file("torch\\lib\\foo.lib")
     assert bc.is_excluded_file("triton/_C/libtriton.so")
     assert not bc.is_excluded_file("torch/lib/libtorch_cpu.so")
+    assert bc.is_excluded_file("torch/bin/protoc-3.21.12.0")
+    assert not bc.is_excluded_file("torch/bin/torch_shm_manager")  # import torch needs it
     assert not bc.is_excluded_file("PySide6/Qt/plugins/platforms/libqoffscreen.so")
     assert not bc.is_excluded_file("resources/models/MitoNet_v1.yaml")
 
