@@ -145,7 +145,7 @@ def make_tarball(bundle: Path, dist: Path) -> Path:
     archive = dist / f"{name}.tar.gz"
     if shutil.which("tar"):
         compressor = ["-I", "pigz"] if shutil.which("pigz") else ["-z"]
-        run(["tar", "-c", *compressor, "-f", archive, f"--transform=s,^{bc.APP_NAME},{name},",
+        run(["tar", "-c", *compressor, "-f", archive, f"--transform=s,^{bc.APP_NAME},{name},S",  # S: leave symlink targets alone
              "-C", dist, bc.APP_NAME])
     else:
         with tarfile.open(archive, "w:gz") as tar:

@@ -250,3 +250,25 @@ def test_spawned_workers_run_through_the_launcher():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "pool ok" in result.stdout and "DataLoader ok" in result.stdout
+
+
+def test_linux_archive_of_a_fake_bundle(tmp_path):
+    """The tar.gz keeps the CLI symlink pointing at the app, and carries the desktop files."""
+    if sys.platform == "win32" or not shutil.which("tar"):
+        pytest.skip("the tar.gz is made on Linux")
+    import tarfile
+
+    build = load("build")
+    bundle = tmp_path / "empanada-desktop"
+    bundle.mkdir()
+    (bundle / "empanada-desktop").write_text("#!/bin/sh\n")
+    build.add_linux_files(bundle)
+    archive = build.make_tarball(bundle, tmp_path)
+    with tarfile.open(archive) as tar:
+        members = {m.name.split("/", 1)[-1]: m for m in tar.getmembers()}
+    assert members["empanada-desktop-cli"].issym()
+    assert members["empanada-desktop-cli"].linkname == "empanada-desktop"
+    for needed in ("install.sh", "share/applications/empanada-desktop.desktop",
+                   "share/icons/hicolor/256x256/apps/empanada-desktop.png"):
+        assert needed in members
+    assert members["install.sh"].mode & 0o111
