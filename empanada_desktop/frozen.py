@@ -13,11 +13,10 @@ ordinary command line, ``empanada_desktop.cli.main``. :func:`prepare`:
   shown, and whether torch was imported by then and from where).
 
 Bundled weights: ``packaging/build.py --models DIR`` copies ``DIR``'s weight files (``*.pth``,
-with optional ``*.yaml``) into the bundle's ``resources/models_weights/``. :func:`bundled_weights_dir`
-returns that folder (or ``None``); the model registry is asked (docs/INTERFACES.md, "Packaging")
-to treat it like ``~/.empanada``: a built-in model whose weights file name (the last part of its
-config's ``model:`` URL, e.g. ``MitoNet_v1.pth``) is found there is installed, read-only, without
-a download.
+with optional ``*.yaml``) into the bundle's ``resources/models_weights/``
+(``core.resources.bundled_weights_dir()``); the model registry treats a built-in model whose
+weights file name (the last part of its config's ``model:`` URL, e.g. ``MitoNet_v1.pth``) is found
+there as installed (source "bundled"), read-only, without a download.
 
 Self-check of worker processes: with ``EMPANADA_DESKTOP_SELF_CHECK=workers`` the executable
 starts a "spawn" multiprocessing pool and a torch DataLoader with two "spawn" workers, prints
@@ -42,7 +41,6 @@ SELF_CHECK_ENV = "EMPANADA_DESKTOP_SELF_CHECK"
 # Optional: wait this many milliseconds after the window is shown before recording (the smoke
 # test uses it to let the window finish opening the file it was given).
 STARTUP_PROBE_DELAY_ENV = "EMPANADA_DESKTOP_STARTUP_PROBE_DELAY_MS"
-BUNDLED_WEIGHTS_DIRNAME = "models_weights"
 
 
 def is_frozen() -> bool:
@@ -55,31 +53,6 @@ def bundle_root() -> Path:
     if is_frozen():
         return Path(sys._MEIPASS)  # type: ignore[attr-defined]
     return Path(__file__).resolve().parents[1]
-
-
-def resources_root() -> Path:
-    """``resources/`` beside the package (repo) or inside the bundle (frozen).
-
-    ``core.resources.resources_dir()`` is the name the rest of the app uses; this one exists so
-    that the start-up code and the packaging tests do not depend on the core part.
-    """
-    return bundle_root() / "resources"
-
-
-def bundled_weights_dir() -> Path | None:
-    """The folder of weight files shipped inside the bundle, or None when there is none."""
-    folder = resources_root() / BUNDLED_WEIGHTS_DIRNAME
-    if folder.is_dir() and any(folder.glob("*.pth")):
-        return folder
-    return None
-
-
-def bundled_weight_files() -> dict[str, Path]:
-    """Weight files shipped in the bundle, by file name (e.g. ``{"MitoNet_v1.pth": path}``)."""
-    folder = bundled_weights_dir()
-    if folder is None:
-        return {}
-    return {path.name: path for path in sorted(folder.glob("*.pth"))}
 
 
 def prepare() -> None:

@@ -19,7 +19,7 @@ CLI_NAME = "empanada-desktop-cli"
 DISPLAY_NAME = "empanada-desktop"
 BUNDLE_IDENTIFIER = "org.empanada.desktop"
 ICON_DIR = ROOT / "resources" / "icons"
-BUNDLED_WEIGHTS_DIRNAME = "models_weights"  # == empanada_desktop.frozen.BUNDLED_WEIGHTS_DIRNAME
+BUNDLED_WEIGHTS_DIRNAME = "models_weights"  # == core.resources.bundled_weights_dir().name
 
 # Modules the app never uses and that are big, or that drag in big things. Excluding them here
 # only matters if something imports them by accident (the hooks of torch and PySide6 collect

@@ -45,7 +45,7 @@ from empanada_desktop.core.registry_files import (
     weights_file_name,
     write_entry_json,
 )
-from empanada_desktop.core.resources import builtin_config_dir
+from empanada_desktop.core.resources import builtin_config_dir, bundled_weights_dir
 
 __all__ = ["ModelRegistry", "RegisteredModel", "VerifyFn", "weights_file_name"]
 
@@ -88,11 +88,21 @@ class ModelRegistry:
             if name in registered:
                 entries[name] = registered.pop(name)
                 continue
-            found = self.empanada_dir / weights_file_name(config.model)
-            if found.is_file():
+            file_name = weights_file_name(config.model)
+            # empanada-napari's download folder first, then weights an installer bundled.
+            found = next(
+                (
+                    (folder / file_name, source)
+                    for folder, source in ((self.empanada_dir, "empanada"), (bundled_weights_dir(), "bundled"))
+                    if (folder / file_name).is_file()
+                ),
+                None,
+            )
+            if found is not None:
+                weights, source = found
                 entries[name] = RegisteredModel(
-                    name, config.with_model_path(str(found), config.model_quantized), found,
-                    builtin=True, source="empanada", config_path=config_path,
+                    name, config.with_model_path(str(weights), config.model_quantized), weights,
+                    builtin=True, source=source, config_path=config_path,
                 )
             else:
                 entries[name] = RegisteredModel(
@@ -313,6 +323,11 @@ class ModelRegistry:
         model = self.get(name)
         if model.registered:
             return model
+        if model.source == "bundled" and not model.builtin:
+            raise RegistryError(
+                f"'{model.name}' was installed with the app ({model.config_path}) and cannot be "
+                f"{verb} here; import it first to get your own copy."
+            )
         if model.source == "empanada":
             raise RegistryError(
                 f"'{model.name}' belongs to empanada-napari ({model.weights_path or model.config_path}) "
@@ -376,7 +391,12 @@ class ModelRegistry:
         return models
 
     def _empanada_configs(self) -> list[RegisteredModel]:
-        config_dir = self.empanada_dir / "configs"
+        """empanada-napari's user configs, then configs an installer bundled with their weights."""
+        return self._configs_in(self.empanada_dir / "configs", "empanada") + self._configs_in(
+            bundled_weights_dir(), "bundled"
+        )
+
+    def _configs_in(self, config_dir: Path, source: str) -> list[RegisteredModel]:
         if not config_dir.is_dir():
             return []
         models = []
@@ -387,22 +407,21 @@ class ModelRegistry:
                 config = ModelConfig.from_yaml(path)
             except ConfigError as error:
                 self.problems.append(str(error))
-                log.warning("skipping empanada config: %s", error)
+                log.warning("skipping %s config: %s", source, error)
                 continue
             weights = self._empanada_weights(config.model, path.parent)
             if weights is not None:
                 config = config.with_model_path(str(weights), config.model_quantized)
             models.append(
-                RegisteredModel(
-                    path.stem, config, weights, builtin=False, source="empanada", config_path=path
-                )
+                RegisteredModel(path.stem, config, weights, builtin=False, source=source, config_path=path)
             )
         return models
 
     def _empanada_weights(self, model: str, config_dir: Path) -> Path | None:
         """Where empanada-napari would find ``model:`` on this machine, if it is there."""
         if "://" in model:
-            candidates = [self.empanada_dir / weights_file_name(model)]
+            name = weights_file_name(model)
+            candidates = [self.empanada_dir / name, config_dir / name]
         else:
             given = Path(model).expanduser()
             candidates = [given] if given.is_absolute() else [

@@ -24,6 +24,11 @@ def builtin_config_dir() -> Path:
     return resources_dir() / "models"
 
 
+def bundled_weights_dir() -> Path:
+    """Weight files an installer bundled (``packaging/build.py --models DIR``); may not exist."""
+    return resources_dir() / "models_weights"
+
+
 def demo_dir() -> Path:
     """The demo data: ``em_stack.tif``, its ``em_stack_labels.tif`` and ``training_set/``."""
     return resources_dir() / "demo"

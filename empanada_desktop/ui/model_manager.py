@@ -37,7 +37,12 @@ from empanada_desktop.ui.worker import Job, JobFailed, run_job, show_error, spaw
 
 log = logging.getLogger(__name__)
 
-SOURCE_WORDS = {"builtin": "built-in", "user": "yours", "empanada": "from empanada-napari"}
+SOURCE_WORDS = {
+    "builtin": "built-in",
+    "user": "yours",
+    "empanada": "from empanada-napari",
+    "bundled": "installed with the app",
+}
 
 
 def _registry():

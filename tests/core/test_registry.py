@@ -255,6 +255,31 @@ def test_discovers_empanada_install_without_copying(tmp_path):
     assert finetuned.exists()
 
 
+def test_weights_bundled_by_an_installer_make_a_builtin_usable(monkeypatch, tmp_path):
+    bundled = tmp_path / "models_weights"
+    fake_torchscript(bundled / "MitoNet_v1_mini.pth")
+    monkeypatch.setattr("empanada_desktop.core.registry.bundled_weights_dir", lambda: bundled)
+    registry = ModelRegistry()
+    models = {m.name: m for m in registry.list()}
+    mini = models["MitoNet_v1_mini"]
+    assert mini.source == "bundled" and mini.installed and mini.builtin
+    assert mini.config.model == str(bundled / "MitoNet_v1_mini.pth")
+    assert not models["MitoNet_v1"].installed  # only what was bundled
+    with pytest.raises(RegistryError, match="built-in"):
+        registry.remove("MitoNet_v1_mini")
+    # empanada-napari's own download wins over the bundled copy.
+    fake_torchscript(paths.empanada_user_dir() / "MitoNet_v1_mini.pth")
+    assert registry.get("MitoNet_v1_mini").source == "empanada"
+    # A finetuned model bundled as an empanada pair (model: relative to the folder).
+    fake_torchscript(bundled / "SiteMito.pth")
+    base = ModelConfig.from_yaml(Path(__file__).resolve().parents[2] / "resources/models/MitoNet_v1.yaml")
+    base.with_model_path("SiteMito.pth").to_yaml(bundled / "SiteMito.yaml")
+    site = registry.get("SiteMito")
+    assert site.source == "bundled" and site.installed and site.weights_path == bundled / "SiteMito.pth"
+    with pytest.raises(RegistryError, match="installed with the app"):
+        registry.rename("SiteMito", "Other")
+
+
 def test_damaged_model_folder_is_reported_not_fatal(tmp_path):
     (paths.models_dir() / "Stray").mkdir()
     registry = ModelRegistry()

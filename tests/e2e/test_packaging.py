@@ -120,23 +120,23 @@ def test_weight_datas_from_a_models_folder(bc, tmp_path):
     assert {dest for _, dest in datas} == {"resources/models_weights"}
 
 
-def test_bundled_weights_are_found_by_the_frozen_helpers(monkeypatch, tmp_path):
+def test_bundled_weights_are_found_in_a_frozen_app(bc, monkeypatch, tmp_path):
     from empanada_desktop import frozen
+    from empanada_desktop.core import resources
+    from empanada_desktop.core.registry import ModelRegistry
 
     assert frozen.bundle_root() == ROOT
     monkeypatch.setattr(sys, "frozen", True, raising=False)
     monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
     assert frozen.is_frozen()
-    assert frozen.bundled_weights_dir() is None
-    weights = tmp_path / "resources" / frozen.BUNDLED_WEIGHTS_DIRNAME
+    # The bundle layout written by bundle_contents.weight_datas is where the registry looks.
+    weights = tmp_path / "resources" / bc.BUNDLED_WEIGHTS_DIRNAME
+    assert resources.bundled_weights_dir() == weights
+    shutil.copytree(ROOT / "resources" / "models", tmp_path / "resources" / "models")
     weights.mkdir(parents=True)
     (weights / "MitoNet_v1.pth").write_bytes(b"x")
-    assert frozen.bundled_weights_dir() == weights
-    assert frozen.bundled_weight_files() == {"MitoNet_v1.pth": weights / "MitoNet_v1.pth"}
-    from empanada_desktop.core import resources
-
-    # The core helper and ours agree on where the frozen app keeps resources.
-    assert resources.resources_dir() == frozen.resources_root()
+    mito = ModelRegistry().get("MitoNet_v1")
+    assert mito.source == "bundled" and mito.weights_path == weights / "MitoNet_v1.pth"
 
 
 def test_version_and_windows_version_resource(bc):
