@@ -91,6 +91,18 @@ def _spin(low, high, value, step=1, decimals=None):
     return spin
 
 
+class _LazyComboBox(QComboBox):
+    """A combo box that calls ``before_popup`` before it first shows its list."""
+
+    def __init__(self, before_popup: Callable[[], None]):
+        super().__init__()
+        self._before_popup = before_popup
+
+    def showPopup(self) -> None:  # noqa: N802 - Qt override
+        self._before_popup()
+        super().showPopup()
+
+
 class InferencePanel(QWidget):
     """Mirrors a ``Document``; ``viewport`` returns the visible (row0, row1, col0, col1)."""
 
@@ -100,6 +112,7 @@ class InferencePanel(QWidget):
                  parent: QWidget | None = None):
         super().__init__(parent)
         self.document = document
+        self._devices_listed = False
         self.viewport = viewport or (lambda: None)
         self.cache = ModelCache()
         self.model_combo = QComboBox()
@@ -125,7 +138,9 @@ class InferencePanel(QWidget):
         self.max_objects.setToolTip("Maximum objects per class; also the label divisor.")
         self.tile_size = _spin(64, 16384, 2048, 256)
         self.tile_overlap = _spin(0, 1024, 128, 16)
-        self.device = QComboBox()
+        # Listing devices imports torch (about 2 s): done when the list is first opened, so the
+        # main window does not wait for it at start-up.
+        self.device = _LazyComboBox(self.list_devices)
         self.device.addItem("auto", "auto")
         options = QFormLayout()
         model_row = QHBoxLayout()
@@ -212,7 +227,6 @@ class InferencePanel(QWidget):
         document.sliceChanged.connect(self._changed)
         document.imageChanged.connect(self._update_enabled)
         self.refresh_models()
-        self._fill_devices()
         self._update_enabled()
 
     # -- state -------------------------------------------------------------------------------
@@ -241,7 +255,11 @@ class InferencePanel(QWidget):
         if self.model_combo.currentData() != name:
             raise UserError(f"Model {name} is not registered or has no weights.")
 
-    def _fill_devices(self) -> None:
+    def list_devices(self) -> None:
+        """Add the machine's devices to the device list (once; "auto" is there from the start)."""
+        if self._devices_listed:
+            return
+        self._devices_listed = True
         try:
             from empanada_desktop.backend.devices import list_devices
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -52,6 +54,24 @@ class JobFailed(UserError):
     """Raised by :func:`run_job` when the job failed; ``str()`` is the message for the user."""
 
 
+# How much nicer than the UI thread worker threads run. Threads that torch (OpenMP) and the finetuning data thread start
+# from the worker inherit it, so the UI thread wins the CPU whenever it needs it and the job
+# still gets every idle cycle.
+WORKER_NICENESS = 10
+
+
+def _lower_this_thread_priority() -> None:
+    """Lower the calling thread's scheduling priority (Linux, where niceness is per thread)."""
+    if not sys.platform.startswith("linux"):
+        return
+    thread = threading.get_native_id()
+    try:
+        niceness = os.getpriority(os.PRIO_PROCESS, thread)  # inherited from the UI thread
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness + WORKER_NICENESS, 19))
+    except OSError:  # not permitted in some sandboxes: run at normal priority
+        log.debug("could not lower the worker thread's priority", exc_info=True)
+
+
 class _Runner(QObject):
     """Lives in the worker thread; iterates the generator and emits throttled signals."""
 
@@ -69,6 +89,7 @@ class _Runner(QObject):
 
     @Slot()
     def run(self) -> None:
+        _lower_this_thread_priority()
         generator = None
         pending: Progress | None = None
         last_progress_at = float("-inf")

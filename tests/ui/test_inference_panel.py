@@ -33,7 +33,11 @@ def panel(qtbot, tiny_model_dir):
     document.set_image(rng.integers(0, 255, (4, 64, 96), dtype=np.uint8))
     panel = InferencePanel(document, viewport=lambda: (10, 40, 20, 60))
     qtbot.addWidget(panel)
+    assert panel.device.findData("cpu") == -1  # devices are listed when the list first opens
+    panel.device.showPopup()
+    panel.device.hidePopup()
     panel.device.setCurrentIndex(panel.device.findData("cpu"))
+    assert panel.device.currentData() == "cpu"
     # A random model outputs logits of about 0 and no centers: semantic-only at a low
     # threshold makes it label the foreground.
     panel.confidence.setValue(0.01)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import pytest
 from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, Validated
 from empanada_desktop.core.errors import DatasetError
 from empanada_desktop.ui.worker import (
+    WORKER_NICENESS,
     Job,
     JobBusyError,
     JobFailed,
@@ -203,3 +206,17 @@ def test_no_loop_is_left_attached_after_a_flow(qtbot):
 
 async def _answer():
     return 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_jobs_run_at_lower_priority_than_the_ui_thread(qtbot):
+    def job(stop):
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        yield  # a generator
+
+    ui_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = Job("test", job, min_interval=0.0)
+    with qtbot.waitSignal(worker.finished, timeout=5000) as blocker:
+        worker.start()
+    assert blocker.args[0] == min(ui_niceness + WORKER_NICENESS, 19)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ui_niceness
