@@ -13,8 +13,10 @@ timed steps come from the run's own ``metrics.jsonl`` (data loading included, as
 Reference (EMPANADA_FORMATS.md section 8): empanada-napari 1.2.4 on the team's 2-core CPU takes
 12.5 s ("none") and 19.7 s ("all") per iteration at batch 16, 256 px.
 
-``--empanada-python`` is the hook for the side-by-side run of empanada's own loop in its own
-virtual environment (issue 3); that comparison is not built yet and the flag says so.
+``--empanada-python PYTHON`` also runs empanada-napari 1.2.4's own finetuning loop
+(``benchmarks/reference/empanada_reference.py``, in its own virtual environment; see
+benchmarks/README.md) on the same TorchScript file and the same training set, and reports the
+ratio of the two.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--images", type=int, default=32, help="synthetic training images (default 32)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--empanada-python", type=Path, metavar="PYTHON",
-                        help="python of a venv with empanada-napari 1.2.4, for the side-by-side run (not built yet)")
+                        help="python of a venv with empanada-napari 1.2.4, for the side-by-side run")
     return parser.parse_args(argv)
 
 
@@ -131,12 +133,30 @@ def time_setting(model: str, data: Path, run_dir: Path, layers: str, device: str
     }
 
 
+def time_empanada(python: Path, model: str, data: Path, layers: str, args) -> dict:
+    """empanada's own loop on the registered model's .pth/.yaml pair, in its own venv."""
+    import subprocess
+
+    from empanada_desktop.core.registry import ModelRegistry
+
+    weights = ModelRegistry().get(model).weights_path
+    script = Path(__file__).resolve().parent / "reference" / "empanada_reference.py"
+    # empanada runs epochs of len(images) // batch steps; ask for enough to time past warm-up.
+    command = [
+        str(python), str(script), "finetune", "--config", str(weights.with_suffix(".yaml")),
+        "--train", str(data), "--layers", layers, "--iterations", str(args.warmup + args.iterations),
+        "--patch-size", str(args.patch_size), "--batch-size", str(args.batch_size), "--device", "cpu",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMPANADA_DESKTOP")}
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        raise SystemExit(f"empanada reference run failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if args.empanada_python is not None:
-        print("The side-by-side run of empanada's own finetuning loop is not built yet; run without "
-              "--empanada-python (reference numbers: EMPANADA_FORMATS.md section 8).", file=sys.stderr)
-        return 2
     home = make_home()
     import torch
 
@@ -155,6 +175,15 @@ def main(argv=None) -> int:
             print(f"{device:>5} layers={layers:<6} {result['seconds_per_iteration']:.2f} s/iteration{ratio} "
                   f"(loss {result['first_loss']:.3f} -> {result['last_loss']:.3f}; {result['notes'][1] if len(result['notes']) > 1 else ''})",
                   flush=True)
+            if args.empanada_python is not None and device == "cpu":
+                reference_run = time_empanada(args.empanada_python, model, data, layers, args)
+                result["empanada"] = reference_run
+                ours = result["seconds_per_iteration"]
+                theirs = reference_run["steady_seconds_per_step"]
+                losses = reference_run["losses"]
+                print(f"  empanada-napari 1.2.4 same data and weights: {theirs:.2f} s/iteration "
+                      f"(loss {losses[0]:.3f} -> {losses[-1]:.3f}); ours is {theirs / ours:.2f}x faster",
+                      flush=True)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

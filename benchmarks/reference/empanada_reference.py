@@ -105,6 +105,18 @@ def finetune(args) -> dict:
         return result
 
     ft.train = timed_train
+    from empanada import losses as empanada_losses
+
+    criterion_class = empanada_losses.__dict__[config["FINETUNE"]["criterion"]]
+    original_forward = criterion_class.forward
+    recorded_losses = []
+
+    def recording_forward(self, output, target):
+        loss, aux = original_forward(self, output, target)
+        recorded_losses.append(float(loss))
+        return loss, aux
+
+    criterion_class.forward = recording_forward
     if args.device == "cpu":
         import torch
 
@@ -122,6 +134,7 @@ def finetune(args) -> dict:
         "seconds_per_step": per_step,
         "steady_seconds_per_step": sum(steady) / len(steady),
         "total_seconds": total,
+        "losses": recorded_losses,
     }
 
 

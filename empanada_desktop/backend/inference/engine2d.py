@@ -26,6 +26,7 @@ from empanada_desktop.backend.inference.components import panoptic_ids
 from empanada_desktop.backend.inference.config import InferenceConfig
 from empanada_desktop.backend.inference.postprocess import PostprocessParams, postprocess, semantic_probabilities
 from empanada_desktop.backend.inference.tiling import plan_tiles
+from empanada_desktop.backend.runtime import tune_cpu_runtime
 from empanada_desktop.backend.torchscript import plain_execution
 from empanada_desktop.core.errors import ImageReadError, ModelLoadError
 
@@ -70,6 +71,7 @@ class Engine2D:
     """Segments 2D images with one model; reuse it for many images (the model stays loaded)."""
 
     def __init__(self, model, model_config, inference_config: InferenceConfig | None = None, device=None):
+        tune_cpu_runtime()
         self.config = inference_config or InferenceConfig()
         self.model_config = model_config
         self.config.check_labels_fit(model_config.labels)
