@@ -13,7 +13,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSignalBlocker, Qt, Signal
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -55,6 +55,26 @@ def model_status(model) -> str:
     """One short phrase for the list: where the model comes from and whether it can be used."""
     source = SOURCE_WORDS.get(getattr(model, "source", ""), getattr(model, "source", ""))
     return f"{source}" if model.installed else f"{source}, weights missing"
+
+
+def fill_model_list(models_list: QListWidget, models, select: str | None, prefer_installed=False) -> None:
+    """Show ``models`` in ``models_list`` (name and status) and select ``select``.
+
+    Without a match the first model is selected, or with ``prefer_installed`` the first one that
+    has its weights. The caller blocks the list's signals while it refills.
+    """
+    models_list.clear()
+    for model in models:
+        item = QListWidgetItem(f"{model.name}  ({model_status(model)})")
+        item.setData(Qt.ItemDataRole.UserRole, model.name)
+        if not model.installed:
+            item.setForeground(Qt.GlobalColor.darkGray)
+        models_list.addItem(item)
+        if model.name == select:
+            models_list.setCurrentItem(item)
+    if models_list.currentItem() is None and models_list.count():
+        installed = [row for row, model in enumerate(models) if model.installed]
+        models_list.setCurrentRow(installed[0] if prefer_installed and installed else 0)
 
 
 def model_info_html(registry, model) -> str:
@@ -205,19 +225,8 @@ class ModelManagerDialog(QDialog):
             models = []
             self.status.setText(str(error))
         self.models = {model.name: model for model in models}
-        self.models_list.blockSignals(True)
-        self.models_list.clear()
-        for model in models:
-            item = QListWidgetItem(f"{model.name}  ({model_status(model)})")
-            item.setData(Qt.ItemDataRole.UserRole, model.name)
-            if not model.installed:
-                item.setForeground(Qt.GlobalColor.darkGray)
-            self.models_list.addItem(item)
-            if model.name == select:
-                self.models_list.setCurrentItem(item)
-        if self.models_list.currentItem() is None and self.models_list.count():
-            self.models_list.setCurrentRow(0)
-        self.models_list.blockSignals(False)
+        with QSignalBlocker(self.models_list):
+            fill_model_list(self.models_list, models, select)
         self._show_selected()
 
     def selected_name(self) -> str | None:

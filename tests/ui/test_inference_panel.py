@@ -14,17 +14,6 @@ from empanada_desktop.ui.inference_panel import InferencePanel
 from empanada_desktop.ui.worker import detach_loop
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    home = tmp_path_factory.mktemp("tiny_model_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EMPANADA_DESKTOP_HOME", str(home))
-        from empanada_desktop.backend.loading import register_native_model
-
-        register_native_model("tiny")
-    return home / "models" / "tiny"
-
-
 @pytest.fixture
 def panel(qtbot, tiny_model_dir):
     shutil.copytree(tiny_model_dir, models_dir() / "tiny")

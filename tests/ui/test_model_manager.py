@@ -15,18 +15,6 @@ from empanada_desktop.ui.model_manager import ModelManagerDialog
 from empanada_desktop.ui.worker import detach_loop
 
 
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A registered resnet18 model, built once per module (registering costs seconds)."""
-    home = tmp_path_factory.mktemp("tiny_model_home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("EMPANADA_DESKTOP_HOME", str(home))
-        from empanada_desktop.backend.loading import register_native_model
-
-        register_native_model("tiny")
-    return home / "models" / "tiny"
-
-
 @pytest.fixture
 def dialog(qtbot):
     dialog = ModelManagerDialog()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
@@ -20,7 +20,11 @@ from PySide6.QtWidgets import (
 )
 
 from empanada_desktop.core.errors import UserError
-from empanada_desktop.ui.model_manager import ModelManagerDialog, model_info_html, model_status
+from empanada_desktop.ui.model_manager import (
+    ModelManagerDialog,
+    fill_model_list,
+    model_info_html,
+)
 from empanada_desktop.ui.wizard import advice
 from empanada_desktop.ui.wizard.runs import ResumableRun, find_resumable_runs
 from empanada_desktop.ui.worker import show_error
@@ -117,7 +121,8 @@ class ModelPage(QWizardPage):
             self.registry, models = None, []
             self.info.setHtml(f"<p style='color:#b00020'>{error}</p>")
         self.models = {model.name: model for model in models}
-        with_signals_blocked(self.models_list, self._fill_models, models, select)
+        with QSignalBlocker(self.models_list):
+            fill_model_list(self.models_list, models, select, prefer_installed=True)
         self._on_model_changed()
         self.runs = find_resumable_runs()
         self.runs_list.clear()
@@ -132,21 +137,6 @@ class ModelPage(QWizardPage):
             "checkpoint." if self.runs else "No unfinished runs."
         )
         self.completeChanged.emit()
-
-    def _fill_models(self, models, select) -> None:
-        self.models_list.clear()
-        for model in models:
-            item = QListWidgetItem(f"{model.name}  ({model_status(model)})")
-            item.setData(Qt.ItemDataRole.UserRole, model.name)
-            if not model.installed:
-                item.setForeground(Qt.GlobalColor.darkGray)
-            self.models_list.addItem(item)
-            if model.name == select:
-                self.models_list.setCurrentItem(item)
-        if self.models_list.currentItem() is None and self.models_list.count():
-            installed = [row for row in range(self.models_list.count()) if self.models[
-                self.models_list.item(row).data(Qt.ItemDataRole.UserRole)].installed]
-            self.models_list.setCurrentRow(installed[0] if installed else 0)
 
     def selected_model(self):
         item = self.models_list.currentItem()
@@ -201,11 +191,3 @@ class ModelPage(QWizardPage):
         self.manager.refresh()
         self.manager.open()
         return self.manager
-
-
-def with_signals_blocked(widget, fn, *args):
-    blocked = widget.blockSignals(True)
-    try:
-        return fn(*args)
-    finally:
-        widget.blockSignals(blocked)
