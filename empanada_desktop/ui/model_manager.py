@@ -166,9 +166,9 @@ class ModelManagerDialog(QDialog):
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Models")
-        self.resize(760, 460)
+        self.resize(940, 500)
         self.models_list = QListWidget()
-        self.models_list.setMinimumWidth(200)
+        self.models_list.setMinimumWidth(290)
         self.models_list.setMaximumWidth(280)
         self.info = QTextBrowser()
         self.info.setOpenExternalLinks(False)

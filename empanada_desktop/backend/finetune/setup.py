@@ -18,9 +18,8 @@ def load_base_model(name: str) -> tuple[torch.nn.Module, object]:
 
     A TorchScript model whose config names a native architecture is converted to the native
     (eager) module when its state dict loads with no missing or unexpected key. Measured on the
-    team's shared 2-core CPU (MitoNet_v1 architecture, batch 4, 256 px, bf16 autocast,
-    channels-last, one training step): 4-5 s eager against 6-7 s for the TorchScript module
-    under the same load. Otherwise the TorchScript module itself is trained, as empanada does.
+    team's shared 2-core CPU (MitoNet_v1 architecture, batch 4, 256 px, bf16 autocast, one
+    training step): 4-5 s eager against 6-7 s for the TorchScript module under the same load. Otherwise the TorchScript module itself is trained, as empanada does.
     """
     from empanada_desktop.backend.loading import load_registered
 
