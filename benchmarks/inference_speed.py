@@ -16,11 +16,11 @@ threshold 0.1, NMS kernel 3, coarse boundaries, no downsampling, no tiling); it 
 and writes its labels, and this benchmark prints the speed ratio and the foreground IoU of the
 two label images.
 
-Random weights alone label almost nothing, which would make the agreement check empty. The
-random model is therefore *calibrated* on the benchmark image: the biases of its last semantic
-layers are shifted so that about 40% of the pixels are foreground, and the center head's bias so
-that its top 1% exceeds the center threshold. Both engines then have real objects to group.
-Pass real weights with ``--weights MitoNet_v1.pth`` (and ``--config``) when they are on the machine.
+Random weights label almost nothing, which makes the agreement check empty. For a meaningful
+one, pass a model that segments the synthetic image: ``benchmarks/finetune_speed.py`` trains the
+same architecture on the same kind of synthetic image (bright objects on a darker, noisy
+background) and exports ``<run>/bench_none.pth`` + ``.yaml``; give them as ``--weights`` and
+``--config`` (or real MitoNet_v1 weights, with a real EM image, where they are on the machine).
 """
 
 from __future__ import annotations
@@ -50,33 +50,20 @@ REFERENCE = ROOT / "benchmarks" / "reference" / "empanada_reference.py"
 
 
 def synthetic_em(shape, seed=0) -> np.ndarray:
-    """Gray background with darker blobs and noise, uint8: roughly EM-like statistics."""
+    """Noisy gray background with brighter elliptical objects, uint8: the same kind of image as
+    the training set of ``benchmarks/finetune_speed.py``, so a model it trained finds objects."""
     rng = np.random.default_rng(seed)
-    image = rng.normal(150, 20, size=shape).astype(np.float32)
-    n = max(1, int(np.prod(shape[-2:]) / 4000))
+    image = rng.normal(90, 20, size=shape).astype(np.float32)
+    n = max(1, int(np.prod(shape[-2:]) / 8000))
     yy, xx = np.mgrid[: shape[-2], : shape[-1]]
     for _ in range(n):
-        cy, cx, r = rng.integers(0, shape[-2]), rng.integers(0, shape[-1]), rng.integers(8, 25)
-        image[..., (yy - cy) ** 2 + (xx - cx) ** 2 < r * r] -= 60
+        cy, cx = rng.integers(0, shape[-2]), rng.integers(0, shape[-1])
+        ry, rx = rng.integers(6, 24, 2)
+        image[..., ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] += 60
     return np.clip(image, 0, 255).astype(np.uint8)
 
 
-def calibrate(native: torch.nn.Module, image: np.ndarray, model_config) -> None:
-    """Shift the last biases of a random model so it labels objects on ``image`` (see above)."""
-    x = torch.from_numpy(image).float()[None, None] / 255.0
-    x = (x - model_config.norms.mean) / model_config.norms.std
-    params = dict(native.named_parameters())
-    with torch.no_grad():
-        for _ in range(3):  # PointRend refines from the coarse logits: a few rounds settle it
-            out = native(x)
-            shift = torch.quantile(out["sem_logits"].flatten()[::7], 0.6)
-            params["semantic_head.head.1.bias"] -= shift
-            params["semantic_pr.point_head.predictor.bias"] -= shift
-        peak = torch.quantile(native(x)["ctr_hmp"].flatten()[::7], 0.99)
-        params["ins_center.head.1.bias"] += 0.3 - peak
-
-
-def make_model(out_dir: Path, weights: Path | None, config: Path | None, image: np.ndarray):
+def make_model(out_dir: Path, weights: Path | None, config: Path | None):
     from empanada_desktop.backend.torchscript import export_empanada, load_model
     from empanada_desktop.core.model_config import ModelConfig
 
@@ -88,7 +75,6 @@ def make_model(out_dir: Path, weights: Path | None, config: Path | None, image: 
 
     torch.manual_seed(0)
     native = build_model("PanopticDeepLabPR", encoder="resnet50", fused_encoder=True).eval()
-    calibrate(native, image, _mitonet_config())
     pth, yaml_path = export_empanada(native, _mitonet_config(), out_dir, "MitoNet_v1_random")
     return load_model(pth, "cpu"), ModelConfig.from_yaml(yaml_path), yaml_path
 
@@ -99,9 +85,11 @@ def _mitonet_config():
     return ModelRegistry().get("MitoNet_v1").config
 
 
-def time_2d(model, model_config, image, device, repeats) -> tuple[float, np.ndarray]:
+def time_2d(model, model_config, image, device, repeats, center_confidence) -> tuple[float, np.ndarray]:
     # The default tile size (2048) leaves a 1024 px image whole, like empanada's Engine2d (tile 0).
-    engine = Engine2D(model, model_config, InferenceConfig(), device=device)
+    engine = Engine2D(
+        model, model_config, InferenceConfig(center_confidence_thr=center_confidence), device=device
+    )
     labels = engine.segment(image)  # warm-up
     times = []
     for _ in range(repeats):
@@ -113,24 +101,28 @@ def time_2d(model, model_config, image, device, repeats) -> tuple[float, np.ndar
     return statistics.median(times), labels
 
 
-def time_3d(model, model_config, volume_path, out_path, device) -> float:
-    config = InferenceConfig(median_kernel=3, min_size=500)
+def time_3d(model, model_config, volume_path, out_path, device, center_confidence) -> float:
+    config = InferenceConfig(median_kernel=3, min_size=500, min_extent=4,
+                             center_confidence_thr=center_confidence)
     start = time.perf_counter()
     for _ in segment_volume(model, str(volume_path), config, out_path, model_config=model_config, device=device):
         pass
     return time.perf_counter() - start
 
 
-def run_empanada(python: str, config_yaml: Path, image_path: Path, out: Path, repeats: int) -> float:
-    done = subprocess.run(
-        [python, str(REFERENCE), "infer2d", "--config", str(config_yaml), "--image", str(image_path),
-         "--out", str(out), "--repeats", str(repeats), "--confidence", "0.5", "--device", "cpu"],
-        capture_output=True, text=True,
-    )
+def run_reference(python: str, task: str, *options: str) -> dict:
+    """Run ``benchmarks/reference/empanada_reference.py TASK OPTIONS`` in empanada's venv."""
+    done = subprocess.run([python, str(REFERENCE), task, *options], capture_output=True, text=True)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise SystemExit(f"empanada reference run failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return statistics.median(json.loads(lines[-1][len("RESULT "):])["seconds"])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def compare(ours: np.ndarray, theirs: np.ndarray) -> str:
+    iou = semantic_iou(ours, theirs)
+    return (f"ours {len(np.unique(ours)) - 1} objects, {np.mean(ours > 0):.1%} foreground; empanada "
+            f"{len(np.unique(theirs)) - 1} objects, {np.mean(theirs > 0):.1%}; foreground IoU {iou:.4f}")
 
 
 def main(argv=None) -> int:
@@ -144,6 +136,8 @@ def main(argv=None) -> int:
     parser.add_argument("--weights", type=Path, help="a real empanada .pth (e.g. MitoNet_v1.pth)")
     parser.add_argument("--config", type=Path, help="its .yaml")
     parser.add_argument("--empanada-python", help="python of a venv with empanada-napari 1.2.4")
+    parser.add_argument("--center-confidence", type=float, default=0.1,
+                        help="center heatmap threshold for both engines (lower it for a briefly trained model)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.stack, args.repeats = 256, "4x128x128", 1
@@ -154,28 +148,35 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         image = synthetic_em((args.size, args.size))
-        model, model_config, config_yaml = make_model(folder, args.weights, args.config, image)
+        model, model_config, config_yaml = make_model(folder, args.weights, args.config)
         image_path = folder / "image.tif"
         tifffile.imwrite(image_path, image)
-        seconds, labels = time_2d(model, model_config, image, device, args.repeats)
+        seconds, labels = time_2d(model, model_config, image, device, args.repeats, args.center_confidence)
         print(f"2D {args.size} x {args.size}: {seconds:.2f} s (median of {args.repeats})")
+        common = ["--config", str(config_yaml), "--confidence", "0.5",
+                  "--center-confidence", str(args.center_confidence), "--device", "cpu"]
         if args.empanada_python and config_yaml is not None:
             theirs = folder / "empanada_labels.tif"
-            their_seconds = run_empanada(args.empanada_python, config_yaml, image_path, theirs, args.repeats)
-            their_labels = tifffile.imread(theirs)
-            iou = semantic_iou(labels, their_labels)
-            print(f"  ours: {len(np.unique(labels)) - 1} objects, {np.mean(labels > 0):.1%} foreground; "
-                  f"empanada: {len(np.unique(their_labels)) - 1} objects, {np.mean(their_labels > 0):.1%}")
-            print(
-                f"  empanada-napari: {their_seconds:.2f} s -> ours is {their_seconds / seconds:.2f}x "
-                f"faster; foreground IoU of the two label images {iou:.4f}"
-            )
+            result = run_reference(args.empanada_python, "infer2d", *common, "--image", str(image_path),
+                                   "--out", str(theirs), "--repeats", str(args.repeats))
+            their_seconds = statistics.median(result["seconds"])
+            print(f"  empanada-napari Engine2d: {their_seconds:.2f} s -> ours is "
+                  f"{their_seconds / seconds:.2f}x faster; {compare(labels, tifffile.imread(theirs))}")
         if args.stack:
             shape = tuple(int(v) for v in args.stack.split("x"))
             volume_path = folder / "stack.tif"
             tifffile.imwrite(volume_path, synthetic_em(shape, seed=1), photometric="minisblack")
-            seconds_3d = time_3d(model, model_config, volume_path, folder / "stack_labels.tif", device)
+            ours_3d = folder / "stack_labels.tif"
+            seconds_3d = time_3d(model, model_config, volume_path, ours_3d, device, args.center_confidence)
             print(f"3D {args.stack}: {seconds_3d:.1f} s ({seconds_3d / shape[0]:.2f} s per slice)")
+            if args.empanada_python and config_yaml is not None:
+                theirs = folder / "empanada_stack_labels.tif"
+                result = run_reference(args.empanada_python, "infer3d", *common, "--volume", str(volume_path),
+                                       "--out", str(theirs), "--median", "3", "--min-size", "500",
+                                       "--min-extent", "4")
+                print(f"  empanada-napari Engine3d: {result['seconds']:.1f} s -> ours is "
+                      f"{result['seconds'] / seconds_3d:.2f}x faster; "
+                      f"{compare(tifffile.imread(ours_3d), tifffile.imread(theirs))}")
     return 0
 
 

@@ -54,6 +54,24 @@ def plain_execution() -> contextlib.AbstractContextManager:
     return torch.jit.optimized_execution(False)
 
 
+def optimized_for_cpu(model):
+    """A frozen, inference-optimised copy of a TorchScript ``model`` (``model`` is unchanged).
+
+    ``torch.jit.freeze`` + ``optimize_for_inference`` fold the remaining BatchNorms and pick oneDNN
+    layouts: on the 2-core dev CPU the MitoNet_v1 architecture segments a 1024 px image in
+    1.42 s instead of 1.66 s with identical labels, for a one-off cost of about 0.45 s. Native
+    (eager) modules and models that cannot be frozen are returned as they are.
+    """
+    if not isinstance(model, torch.jit.ScriptModule):
+        return model
+    try:
+        with _quiet_jit():
+            return torch.jit.optimize_for_inference(torch.jit.freeze(model.eval()))
+    except Exception as error:  # noqa: BLE001 - an optimisation; the plain model still works
+        log.info("running the model unoptimised (%s)", str(error).splitlines()[0] if str(error) else error)
+        return model
+
+
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
     """Load a TorchScript model file onto ``device``, in eval mode.
 

@@ -27,7 +27,7 @@ from empanada_desktop.backend.inference.config import InferenceConfig
 from empanada_desktop.backend.inference.postprocess import PostprocessParams, postprocess, semantic_probabilities
 from empanada_desktop.backend.inference.tiling import plan_tiles
 from empanada_desktop.backend.runtime import tune_cpu_runtime
-from empanada_desktop.backend.torchscript import plain_execution
+from empanada_desktop.backend.torchscript import optimized_for_cpu, plain_execution
 from empanada_desktop.core.errors import ImageReadError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -68,9 +68,14 @@ def as_uint8(image: np.ndarray, where: str = "image") -> np.ndarray:
 
 
 class Engine2D:
-    """Segments 2D images with one model; reuse it for many images (the model stays loaded)."""
+    """Segments 2D images with one model; reuse it for many images (the model stays loaded).
 
-    def __init__(self, model, model_config, inference_config: InferenceConfig | None = None, device=None):
+    ``optimize=True`` runs a frozen, inference-optimised copy of a TorchScript model on the CPU
+    (see ``backend.torchscript.optimized_for_cpu``): worth its one-off cost when many slices or tiles follow.
+    """
+
+    def __init__(self, model, model_config, inference_config: InferenceConfig | None = None, device=None,
+                 *, optimize: bool = False):
         tune_cpu_runtime()
         self.config = inference_config or InferenceConfig()
         self.model_config = model_config
@@ -81,6 +86,9 @@ class Engine2D:
             device = resolve_device(self.config.device)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
+        self._runnable = (
+            optimized_for_cpu(self.model) if optimize and self.device.type == "cpu" else self.model
+        )
         self.mean = float(model_config.norms.mean)
         self.std = float(model_config.norms.std)
         self.padding_factor = int(model_config.padding_factor)
@@ -119,7 +127,7 @@ class Engine2D:
             x = F.avg_pool2d(x, self.downsample)
         try:
             with plain_execution():
-                out = self.model(x, render_steps=self.render_steps, interpolate_ins=False)
+                out = self._runnable(x, render_steps=self.render_steps, interpolate_ins=False)
         except (RuntimeError, TypeError) as error:
             if isinstance(error, torch.OutOfMemoryError):
                 raise

@@ -199,7 +199,7 @@ def segment_volume(
 
         device = resolve_device(config.device)
     model, model_config = _load(model_name_or_model, model_config, device)
-    engine = Engine2D(model, model_config, config, device=device)
+    engine = Engine2D(model, model_config, config, device=device, optimize=True)
     source = SliceSource(volume)
     if source.note:
         yield Message(source.note)

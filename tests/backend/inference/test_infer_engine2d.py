@@ -116,3 +116,25 @@ def test_real_model_runs_untiled_and_tiled():
     for settings in ({}, {"tile_size": 64, "tile_overlap": 16}, {"downsample": 2, "fine_boundaries": True}):
         labels = Engine2D(model, model_config(), InferenceConfig(**settings), device="cpu").segment(image)
         assert labels.shape == image.shape and labels.dtype == np.int32
+
+
+def test_optimized_torchscript_model_gives_the_same_outputs():
+    """Engine2D(optimize=True) runs a frozen, oneDNN-optimised copy; results must not change."""
+    from empanada_desktop.backend.torchscript import optimized_for_cpu
+    from empanada_desktop.backend.models import build_model
+
+    torch.manual_seed(0)
+    scripted = torch.jit.script(build_model("PanopticDeepLabPR", encoder="resnet18").eval())
+    optimized = optimized_for_cpu(scripted)
+    assert optimized is not scripted and isinstance(optimized, torch.jit.ScriptModule)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.inference_mode():
+        plain, fast = scripted(x), optimized(x)
+    for key in ("sem_logits", "ctr_hmp", "offsets"):
+        torch.testing.assert_close(fast[key], plain[key], rtol=1e-3, atol=1e-3)
+    image = (np.random.default_rng(0).random((80, 72)) * 255).astype(np.uint8)
+    plain_labels = Engine2D(scripted, model_config(), InferenceConfig(), device="cpu").segment(image)
+    fast_labels = Engine2D(scripted, model_config(), InferenceConfig(), device="cpu", optimize=True).segment(image)
+    np.testing.assert_array_equal(fast_labels, plain_labels)
+    native = build_model("PanopticDeepLabPR", encoder="resnet18")
+    assert optimized_for_cpu(native) is native  # eager modules run as they are
