@@ -6,7 +6,10 @@ returns the path of the int32 label TIFF (``None`` when stopped; nothing is left
 
 Per plane (xy, xz or yz): the 2D engine's raw outputs of each slice enter a rolling buffer of
 ``median_kernel`` slices; the semantic probabilities of the middle slice are replaced by their
-median over the buffer (a truncated window at the volume's ends), then post-processed. The 2D
+median over the buffer, then post-processed. As in empanada-napari, the filtered probabilities
+replace the slice's own in the buffer, so the next window sees them (a recursive median), and
+the first and last ``median_kernel // 2`` slices, which have no full window, stay unfiltered;
+matching it keeps our stacks in agreement with empanada's on the same weights. The 2D
 instances (connected pieces) are linked to the objects of the previous slice: a piece joins the
 same-class object it overlaps with the highest IoU when that IoU, or the share of the smaller
 of the two covered by the other, is above 0.25; else it starts a new object. Objects smaller
@@ -126,12 +129,14 @@ def run_plane(
 
     def emit(index: int):
         nonlocal previous
-        window = [raw for i, raw in buffer if abs(i - index) <= half]
-        raw = next(raw for i, raw in buffer if i == index)
-        if len(window) > 1:
+        position = next(p for p, (i, _) in enumerate(buffer) if i == index)
+        raw = buffer[position][1]
+        if half > 0 and half <= index < n - half:  # a full window: filter (see module docstring)
+            window = [r for i, r in buffer if abs(i - index) <= half]
             with torch.inference_mode():
                 probs = torch.stack([r.probs for r in window]).median(dim=0).values
             raw = RawOutput(probs, raw.ctr_hmp, raw.offsets, raw.cell, raw.unit)
+            buffer[position] = (index, raw)
         labels = _slice_labels(engine, raw, previous, stats)
         put_slice(work, plane, index, labels)
         stats.add_slice(labels, plane, index)

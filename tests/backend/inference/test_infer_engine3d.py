@@ -67,6 +67,21 @@ def test_median_filter_removes_single_slice_noise(tmp_path):
     assert panoptic_quality(labels, truth)["tp"] == 2
 
 
+def test_median_filter_follows_empanada_recursive_rule(tmp_path):
+    """As empanada-napari: each filtered slice replaces its own probabilities in the window of the
+    next slice, and the first/last slices (no full window) stay unfiltered."""
+    volume = np.zeros(SHAPE, np.uint8)
+    blob = blob_image(SHAPE[1:], [(24, 32)], 8)
+    volume[4] = volume[6] = blob  # present in slices 4 and 6, absent in 5
+    volume[0] = blob_image(SHAPE[1:], [(10, 10)], 6)  # only in the first slice
+    path, _ = run(volume, tmp_path / "m.tif", median_kernel=3, min_size=1, min_extent=1)
+    labels = tifffile.imread(path)
+    # A plain median would fill slice 5 from slices 4 and 6; the recursive one has already
+    # cleared slice 4 when slice 5 is filtered, so nothing of this blob survives.
+    assert not labels[3:8].any()
+    assert labels[0, 10, 10] > 0  # the first slice is not filtered
+
+
 def test_min_size_and_extent_filters(tmp_path):
     volume, _ = balls(specs=BALLS + [((5, 10, 56), 4.0)])
     kept_all, _ = run(volume, tmp_path / "a.tif", min_size=1, min_extent=1)
