@@ -41,8 +41,9 @@ def _shared_after_combines(fpn_dim: int, count: int) -> nn.ModuleList:
     return nn.ModuleList([block] * count)
 
 
-class TopDownFPN(nn.Module):
-    """Coarse-to-fine pass. ``pyramid_nins``: channels of levels 2..L counted from the coarsest."""
+class _FPNPass(nn.Module):
+    """What both BiFPN passes hold: a resampling per level, the shared after-combine blocks and
+    the fusion weights. ``pyramid_nins``: channels of the levels the pass resamples."""
 
     def __init__(self, pyramid_nins: list[int], fpn_dim: int) -> None:
         super().__init__()
@@ -50,6 +51,10 @@ class TopDownFPN(nn.Module):
         self.after_combines = _shared_after_combines(fpn_dim, len(pyramid_nins))
         self.weights = nn.Parameter(torch.ones(len(pyramid_nins) + 1))
         self.eps = _EPS
+
+
+class TopDownFPN(_FPNPass):
+    """Coarse-to-fine pass. ``pyramid_nins``: channels of levels 2..L counted from the coarsest."""
 
     def forward(self, features: List[torch.Tensor]) -> List[torch.Tensor]:
         """``features`` ordered coarsest first; returns the same order."""
@@ -67,15 +72,8 @@ class TopDownFPN(nn.Module):
         return outputs
 
 
-class BottomUpFPN(nn.Module):
+class BottomUpFPN(_FPNPass):
     """Fine-to-coarse pass over the top-down outputs plus the layer's (resampled) inputs."""
-
-    def __init__(self, pyramid_nins: list[int], fpn_dim: int) -> None:
-        super().__init__()
-        self.resamplings = nn.ModuleList([Resample2d(nin, fpn_dim) for nin in pyramid_nins])
-        self.after_combines = _shared_after_combines(fpn_dim, len(pyramid_nins))
-        self.weights = nn.Parameter(torch.ones(len(pyramid_nins) + 1))
-        self.eps = _EPS
 
     def forward(self, inputs: List[torch.Tensor], top_down: List[torch.Tensor]) -> List[torch.Tensor]:
         """``inputs``: the layer's inputs for levels 2..L (finest first); ``top_down``: finest first."""
