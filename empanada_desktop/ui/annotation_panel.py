@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import (QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QMessageBox, QPushButton, QSpinBox, QToolButton, QVBoxLayout,
+                               QMessageBox, QSpinBox, QToolButton, QVBoxLayout,
                                QWidget)
 
 from empanada_desktop.core.errors import UserError

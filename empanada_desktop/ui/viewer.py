@@ -252,7 +252,7 @@ class Viewer(QWidget):
         self.readout.setText(text or " ")
         self.readoutChanged.emit(text)
 
-    def wheelEvent(self, event):  # noqa: N802: Ctrl+wheel steps through slices
+    def wheelEvent(self, event):  # noqa: N802 - Ctrl+wheel steps through slices
         if event.modifiers() & Qt.KeyboardModifier.ControlModifier and self.document.image is not None:
             step = 1 if event.angleDelta().y() > 0 else -1
             self.document.set_index(self.document.index + step)

@@ -30,7 +30,6 @@ from empanada_desktop.backend.finetune.checkpoints import (
 )
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.data import Prefetcher, TrainingData, read_roots
-from empanada_desktop.backend.finetune.losses import PanopticLoss
 from empanada_desktop.backend.finetune.optim import make_optimizer, make_scheduler
 from empanada_desktop.backend.finetune.precision import choose_precision
 from empanada_desktop.backend.finetune.trainer import Trainer

@@ -40,7 +40,6 @@ from empanada_desktop.backend.inference.volume_io import (
     SliceSource,
     check_volume,
     final_lookup,
-    get_slice,
     put_slice,
     work_file,
     write_output,
