@@ -10,7 +10,7 @@ timed steps come from the run's own ``metrics.jsonl`` (data loading included, as
     .venv/bin/python benchmarks/finetune_speed.py --iterations 1 --layers none --devices cpu
     .venv/bin/python benchmarks/finetune_speed.py --precision fp32    # compare precisions
 
-Reference (EMPANADA_FORMATS.md section 8): empanada-napari 1.2.4 on the team's 2-core CPU takes
+Reference (docs/EMPANADA_FORMATS.md section 8): empanada-napari 1.2.4 on the team's 2-core CPU takes
 12.5 s ("none") and 19.7 s ("all") per iteration at batch 16, 256 px.
 
 ``--empanada-python PYTHON`` also runs empanada-napari 1.2.4's own finetuning loop

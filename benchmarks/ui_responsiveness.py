@@ -90,10 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     from empanada_desktop.backend.inference.config import InferenceConfig
     from empanada_desktop.backend.loading import register_native_model
     from empanada_desktop.core.dataset import write_pair
-    from empanada_desktop.ui.inference_panel import segment3d_job
+    from empanada_desktop.ui.models.inference_jobs import segment3d_job
     from empanada_desktop.ui.wizard.live_plot import LivePlot
     from empanada_desktop.ui.wizard.run_page import finetune_job
-    from empanada_desktop.ui.worker import Job
+    from empanada_desktop.ui.shell.worker import Job
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     register_native_model("bench", encoder=args.encoder)

@@ -18,6 +18,15 @@ def app_home(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(scope="session")
+def pyqtgraph_options():
+    """pyqtgraph's global options, which the app sets at start-up, for tests that build views
+    without starting the app (the UI tests use it automatically)."""
+    from empanada_desktop.ui.shell.theme import configure_pyqtgraph
+
+    configure_pyqtgraph()
+
+
 def _has_cuda() -> bool:
     try:
         import torch

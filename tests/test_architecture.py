@@ -1,4 +1,4 @@
-"""The layering of ARCHITECTURE.md, enforced: no Qt in core/backend, no torch in core."""
+"""The layering of docs/ARCHITECTURE.md, enforced: no Qt in core/backend, no torch in core."""
 
 from __future__ import annotations
 

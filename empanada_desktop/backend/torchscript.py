@@ -4,7 +4,7 @@ empanada's released models (MitoNet_v1.pth, ...) are TorchScript archives writte
 ``torch.jit.save``; empanada-napari loads a ``<name>.pth`` + ``<name>.yaml`` pair. This module
 reads such files for inference and training and writes our models (native or imported,
 finetuned or not) in the same form. torch 2.14 calls TorchScript deprecated; it is still what
-empanada loads (EMPANADA_FORMATS.md section 3).
+empanada loads (docs/EMPANADA_FORMATS.md section 3).
 """
 
 from __future__ import annotations

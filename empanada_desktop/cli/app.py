@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _screenshots(args: argparse.Namespace) -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    from empanada_desktop.ui.screenshots import render_all
+    from empanada_desktop.ui.shell.screenshots import render_all
 
     written = render_all(args.out_dir, args.only or None)
     for path in written:

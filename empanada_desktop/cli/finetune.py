@@ -13,8 +13,9 @@ import threading
 import time
 from pathlib import Path
 
+from empanada_desktop.backend.finetune.config import LAYER_CHOICES, PRECISIONS, default_of
+
 EXIT_STOPPED = 130
-_LAYERS = ("none", "stage4", "stage3", "stage2", "stage1", "all")
 
 
 def register(subparsers) -> None:
@@ -31,18 +32,23 @@ def register(subparsers) -> None:
     parser.add_argument("--train", "--train-dir", dest="train", type=Path, action="append", default=[], metavar="DIR",
                         help="training folder; repeat for several")
     parser.add_argument("--val", "--val-dir", dest="val", type=Path, metavar="DIR", help="validation folder (same layout)")
-    parser.add_argument("--layers", choices=_LAYERS, default="none",
-                        help="encoder stages to train (default none; stage4 is a good trade-off)")
-    parser.add_argument("--iterations", type=int, default=100, help="optimiser steps (default 100)")
-    parser.add_argument("--patch-size", type=int, default=256, help="training patch side in px (default 256)")
-    parser.add_argument("--batch-size", type=int, default=16, help="patches per step (default 16)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--layers", choices=LAYER_CHOICES, default=default_of("layers"),
+                        help=f"encoder stages to train (default {default_of('layers')}; stage4 is a good trade-off)")
+    parser.add_argument("--iterations", type=int, default=default_of("iterations"),
+                        help=f"optimiser steps (default {default_of('iterations')})")
+    parser.add_argument("--patch-size", type=int, default=default_of("patch_size"),
+                        help=f"training patch side in px (default {default_of('patch_size')})")
+    parser.add_argument("--batch-size", type=int, default=default_of("batch_size"),
+                        help=f"patches per step (default {default_of('batch_size')})")
+    parser.add_argument("--device", default=default_of("device"),
+                        help=f"auto, cpu, cuda, cuda:N or mps (default {default_of('device')})")
     parser.add_argument("--name", "--new-name", dest="new_name", help="name of the finetuned model")
     parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="run folder (default: app home/runs/NAME-time)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--precision", choices=("auto", "bf16", "fp16", "fp32"), default="auto")
-    parser.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="save every N steps (default 50)")
+    parser.add_argument("--seed", type=int, default=default_of("seed"), help=f"random seed (default {default_of('seed')})")
+    parser.add_argument("--precision", choices=PRECISIONS, default=default_of("precision"))
+    parser.add_argument("--checkpoint-every", type=int, default=default_of("checkpoint_every"), metavar="N",
+                        help=f"save every N steps (default {default_of('checkpoint_every')})")
     parser.add_argument("--duplicate-patches", action="store_true",
                         help="allow fewer images than the batch size by repeating patches")
     parser.add_argument("--no-register", dest="register", action="store_false",
@@ -52,12 +58,11 @@ def register(subparsers) -> None:
 
 def _config_from_args(args: argparse.Namespace):
     from empanada_desktop.backend.finetune.config import FinetuneConfig
-    from empanada_desktop.backend.finetune.run import read_run_config
+    from empanada_desktop.backend.finetune.run_folder import resume_config
     from empanada_desktop.core.errors import ConfigError
 
     if args.resume is not None:
-        saved = read_run_config(args.resume)
-        return saved.replace(resume=args.resume, device=args.device)
+        return resume_config(args.resume, device=args.device)
     missing = [flag for flag, value in (("--model", args.model), ("--train", args.train), ("--name", args.new_name))
                if not value]
     if missing:

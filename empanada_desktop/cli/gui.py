@@ -9,6 +9,6 @@ from collections.abc import Sequence
 def launch_gui(files: Sequence[str]) -> int:
     # Frozen (PyInstaller) builds re-execute this entry point in worker processes.
     multiprocessing.freeze_support()
-    from empanada_desktop.ui.app import run_app
+    from empanada_desktop.ui.shell.app import run_app
 
     return run_app(list(files))

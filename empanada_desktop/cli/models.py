@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 
-from empanada_desktop.core.atomic import atomic_path
 from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +70,6 @@ def register(subparsers) -> None:
     devices.set_defaults(handler=_devices)
 
 
-def _registry():
-    from empanada_desktop.core.registry import ModelRegistry
-
-    return ModelRegistry()
-
-
 def _status(model) -> str:
     if model.installed:
         return "installed"
@@ -84,7 +77,7 @@ def _status(model) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    registry = _registry()
+    registry = ModelRegistry()
     models = registry.list()
     width = max(len(m.name) for m in models) if models else 4
     print(f"{'NAME':<{width}}  {'SOURCE':<8}  STATUS")
@@ -96,7 +89,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    info = _registry().describe(args.name)
+    info = ModelRegistry().describe(args.name)
     description = info.pop("description", "")
     for key, value in info.items():
         if isinstance(value, dict):
@@ -114,7 +107,7 @@ def _info(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from empanada_desktop.backend.torchscript import verify_model_file
 
-    model = _registry().import_weights(
+    model = ModelRegistry().import_weights(
         args.file, args.name, like=args.like, config_file=args.config, verify=verify_model_file
     )
     params = f", {model.parameters:,} parameters" if model.parameters else ""
@@ -122,47 +115,29 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def export_pair(model, out_dir: Path, *, force: bool = False) -> tuple[Path, Path]:
-    """Copy a model's TorchScript file to ``out_dir/<name>.pth`` and write ``<name>.yaml``.
-
-    Registered weights are TorchScript already, so a copy is a valid export; the yaml's
-    ``model:`` is the absolute path of the copy, which is what empanada-napari 1.2.4 opens.
-    """
-    if not model.installed:
-        raise UserError(f"{model.name} cannot be exported: {model.missing_weights_hint}")
-    out_dir = Path(out_dir).expanduser()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"{out_dir} is a file; give a folder to export into.")
-    pth = (out_dir / f"{model.name}.pth").resolve()
-    yaml_path = out_dir / f"{model.name}.yaml"
-    existing = [p for p in (pth, yaml_path) if p.exists()]
-    if existing and not force:
-        raise UserError(
-            f"{', '.join(str(p) for p in existing)} already exists; choose another folder or add --force."
-        )
-    if Path(model.weights_path).resolve() != pth:
-        with atomic_path(pth) as tmp:
-            shutil.copyfile(model.weights_path, tmp)
-    model.config.with_model_path(str(pth), None).to_yaml(yaml_path)
-    return pth, yaml_path
-
-
 def _export(args: argparse.Namespace) -> int:
-    model = _registry().get(args.name)
-    pth, yaml_path = export_pair(model, args.dir, force=args.force)
+    from empanada_desktop.core.model_export import ExportExistsError, export_pair
+
+    model = ModelRegistry().get(args.name)
+    try:
+        pth, yaml_path = export_pair(model, args.dir, overwrite=args.force)
+    except ExportExistsError as error:
+        raise UserError(
+            f"{', '.join(str(p) for p in error.existing)} already exists; choose another folder or add --force."
+        ) from error
     print(f"exported {model.name}: {pth} and {yaml_path}")
     print("empanada-napari: use 'Register new model' with the .yaml file.")
     return 0
 
 
 def _rename(args: argparse.Namespace) -> int:
-    model = _registry().rename(args.old, args.new)
+    model = ModelRegistry().rename(args.old, args.new)
     print(f"renamed {args.old} to {model.name}")
     return 0
 
 
 def _remove(args: argparse.Namespace) -> int:
-    registry = _registry()
+    registry = ModelRegistry()
     registry.remove(args.name)
     print(f"removed {args.name}")
     return 0

@@ -1,4 +1,4 @@
-"""empanada's training-set layout (EMPANADA_FORMATS.md section 1): scan, check, read, write.
+"""empanada's training-set layout (docs/EMPANADA_FORMATS.md section 1): scan, check, read, write.
 
 ::
 

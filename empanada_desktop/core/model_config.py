@@ -1,4 +1,4 @@
-"""A model's config: empanada's YAML schema (EMPANADA_FORMATS.md section 2) as a typed value.
+"""A model's config: empanada's YAML schema (docs/EMPANADA_FORMATS.md section 2) as a typed value.
 
 Code reads ``config.padding_factor`` or ``config.engine_params.label_divisor``; the nested
 ``FINETUNE:`` layout of empanada's YAML exists only in :meth:`ModelConfig.from_dict` and
@@ -12,7 +12,6 @@ Two keys are our extension: ``architecture`` (``PanopticDeepLabPR`` or ``Panopti
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,9 +21,20 @@ import yaml
 
 from empanada_desktop.core.atomic import write_text
 from empanada_desktop.core.errors import ConfigError
+from empanada_desktop.core.model_params import (
+    DEFAULT_MEAN,
+    DEFAULT_STD,
+    CriterionParams,
+    EngineParams,
+    Norms,
+    int_tuple,
+    integer,
+    mapping,
+    number,
+    where,
+)
 
-DEFAULT_MEAN = 0.57571
-DEFAULT_STD = 0.12765
+__all__ = ["DEFAULT_MEAN", "DEFAULT_STD", "CriterionParams", "EngineParams", "ModelConfig", "Norms"]
 
 # Top-level keys handled by ModelConfig itself; everything else goes to ``extra``.
 _TOP_KEYS = (
@@ -48,114 +58,6 @@ _FINETUNE_KEYS = (
     "engine",
     "engine_params",
 )
-
-
-def _where(source: str | None) -> str:
-    return f" in {source}" if source else ""
-
-
-def _number(value: Any, name: str, source: str | None, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"Field '{name}'{_where(source)} must be a number, got {value!r}.")
-    if positive and value <= 0:
-        raise ConfigError(f"Field '{name}'{_where(source)} must be greater than 0, got {value!r}.")
-    return float(value)
-
-
-def _integer(value: Any, name: str, source: str | None, *, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        else:
-            raise ConfigError(f"Field '{name}'{_where(source)} must be a whole number, got {value!r}.")
-    if minimum is not None and value < minimum:
-        raise ConfigError(f"Field '{name}'{_where(source)} must be at least {minimum}, got {value}.")
-    return int(value)
-
-
-def _int_tuple(value: Any, name: str, source: str | None) -> tuple[int, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, list | tuple):
-        raise ConfigError(
-            f"Field '{name}'{_where(source)} must be a list of class ids such as [1], got {value!r}."
-        )
-    return tuple(_integer(item, f"{name}[{i}]", source, minimum=0) for i, item in enumerate(value))
-
-
-def _mapping(value: Any, name: str, source: str | None) -> dict:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise ConfigError(f"Field '{name}'{_where(source)} must be a mapping, got {value!r}.")
-    return value
-
-
-@dataclass(frozen=True)
-class Norms:
-    """Intensity normalisation: ``(pixel / dtype_max - mean) / std``."""
-
-    mean: float = DEFAULT_MEAN
-    std: float = DEFAULT_STD
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", _number(self.mean, "norms.mean", None))
-        object.__setattr__(self, "std", _number(self.std, "norms.std", None, positive=True))
-
-
-@dataclass(frozen=True)
-class EngineParams:
-    """Panoptic-DeepLab post-processing settings (``FINETUNE.engine_params``)."""
-
-    confidence_thr: float = 0.5
-    label_divisor: int = 1000
-    nms_kernel: int = 7
-    nms_threshold: float = 0.1
-    stuff_area: int = 64
-    thing_list: tuple[int, ...] = (1,)
-    void_label: int = 0
-
-    def __post_init__(self) -> None:
-        thr = _number(self.confidence_thr, "engine_params.confidence_thr", None)
-        if not 0.0 <= thr <= 1.0:
-            raise ConfigError(f"Field 'engine_params.confidence_thr' must be within 0..1, got {thr}.")
-        object.__setattr__(self, "confidence_thr", thr)
-        object.__setattr__(
-            self, "label_divisor", _integer(self.label_divisor, "engine_params.label_divisor", None, minimum=1)
-        )
-        object.__setattr__(
-            self, "nms_kernel", _integer(self.nms_kernel, "engine_params.nms_kernel", None, minimum=1)
-        )
-        object.__setattr__(
-            self, "nms_threshold", _number(self.nms_threshold, "engine_params.nms_threshold", None)
-        )
-        object.__setattr__(
-            self, "stuff_area", _integer(self.stuff_area, "engine_params.stuff_area", None, minimum=0)
-        )
-        object.__setattr__(self, "thing_list", _int_tuple(self.thing_list, "engine_params.thing_list", None))
-        object.__setattr__(self, "void_label", _integer(self.void_label, "engine_params.void_label", None))
-
-
-@dataclass(frozen=True)
-class CriterionParams:
-    """PanopticLoss weights (``FINETUNE.criterion_params``)."""
-
-    ce_weight: float = 1.0
-    mse_weight: float = 200.0
-    l1_weight: float = 0.01
-    pr_weight: float = 1.0
-    top_k_percent: float = 0.2
-
-    def __post_init__(self) -> None:
-        for name in ("ce_weight", "mse_weight", "l1_weight", "pr_weight"):
-            value = _number(getattr(self, name), f"criterion_params.{name}", None)
-            if value < 0:
-                raise ConfigError(f"Field 'criterion_params.{name}' must not be negative, got {value}.")
-            object.__setattr__(self, name, value)
-        top_k = _number(self.top_k_percent, "criterion_params.top_k_percent", None)
-        if not 0.0 < top_k <= 1.0:
-            raise ConfigError(f"Field 'criterion_params.top_k_percent' must be within (0, 1], got {top_k}.")
-        object.__setattr__(self, "top_k_percent", top_k)
 
 
 @dataclass(frozen=True)
@@ -188,61 +90,61 @@ class ModelConfig:
     def _validate(self, source: str | None) -> None:
         if not isinstance(self.class_names, dict) or not self.class_names:
             raise ConfigError(
-                f"Field 'class_names'{_where(source)} must map class ids to names, e.g. {{1: mito}}."
+                f"Field 'class_names'{where(source)} must map class ids to names, e.g. {{1: mito}}."
             )
         names: dict[int, str] = {}
         for key, value in self.class_names.items():
-            class_id = _integer(key, f"class_names key {key!r}", source, minimum=1)
+            class_id = integer(key, f"class_names key {key!r}", source, minimum=1)
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(
-                    f"Field 'class_names'{_where(source)}: class {class_id} needs a non-empty name."
+                    f"Field 'class_names'{where(source)}: class {class_id} needs a non-empty name."
                 )
             names[class_id] = value
         object.__setattr__(self, "class_names", names)
-        labels = _int_tuple(list(self.labels), "labels", source)
-        things = _int_tuple(list(self.thing_list), "thing_list", source)
+        labels = int_tuple(list(self.labels), "labels", source)
+        things = int_tuple(list(self.thing_list), "thing_list", source)
         if not labels:
-            raise ConfigError(f"Field 'labels'{_where(source)} must list at least one class id, e.g. [1].")
+            raise ConfigError(f"Field 'labels'{where(source)} must list at least one class id, e.g. [1].")
         if len(set(labels)) != len(labels):
-            raise ConfigError(f"Field 'labels'{_where(source)} lists a class id twice: {list(labels)}.")
+            raise ConfigError(f"Field 'labels'{where(source)} lists a class id twice: {list(labels)}.")
         unnamed = [label for label in labels if label not in names]
         if unnamed:
             raise ConfigError(
-                f"Field 'labels'{_where(source)} has class ids {unnamed} without a name in 'class_names'."
+                f"Field 'labels'{where(source)} has class ids {unnamed} without a name in 'class_names'."
             )
         stray = [thing for thing in things if thing not in labels]
         if stray:
             raise ConfigError(
-                f"Field 'thing_list'{_where(source)} has class ids {stray} that are not in 'labels' "
+                f"Field 'thing_list'{where(source)} has class ids {stray} that are not in 'labels' "
                 f"{list(labels)}."
             )
         object.__setattr__(self, "labels", labels)
         object.__setattr__(self, "thing_list", things)
         if not isinstance(self.model, str | os.PathLike) or not str(self.model).strip():
             raise ConfigError(
-                f"Field 'model'{_where(source)} must be the path or URL of a TorchScript .pth file."
+                f"Field 'model'{where(source)} must be the path or URL of a TorchScript .pth file."
             )
         object.__setattr__(self, "model", str(self.model))
         if self.model_quantized is not None:
             object.__setattr__(self, "model_quantized", str(self.model_quantized))
-        padding = _integer(self.padding_factor, "padding_factor", source, minimum=1)
+        padding = integer(self.padding_factor, "padding_factor", source, minimum=1)
         object.__setattr__(self, "padding_factor", padding)
         if not isinstance(self.norms, Norms):
-            raise ConfigError(f"Field 'norms'{_where(source)} must have 'mean' and 'std'.")
+            raise ConfigError(f"Field 'norms'{where(source)} must have 'mean' and 'std'.")
         if self.description is None:
             object.__setattr__(self, "description", "")
         object.__setattr__(self, "description", str(self.description))
-        gamma = _number(self.weight_gamma, "FINETUNE.dataset_params.weight_gamma", source)
+        gamma = number(self.weight_gamma, "FINETUNE.dataset_params.weight_gamma", source)
         if gamma < 0:
             raise ConfigError(
-                f"Field 'FINETUNE.dataset_params.weight_gamma'{_where(source)} must not be negative, "
+                f"Field 'FINETUNE.dataset_params.weight_gamma'{where(source)} must not be negative, "
                 f"got {gamma}."
             )
         object.__setattr__(self, "weight_gamma", gamma)
         for name in ("architecture", "encoder"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
-                raise ConfigError(f"Field '{name}'{_where(source)} must be a name such as 'resnet50'.")
+                raise ConfigError(f"Field '{name}'{where(source)} must be a name such as 'resnet50'.")
         if not isinstance(self.extra, dict):
             raise ConfigError("ModelConfig.extra must be a dict")
 
@@ -269,19 +171,19 @@ class ModelConfig:
         """Build from empanada's YAML structure; ``source`` (a file name) goes into error messages."""
         if not isinstance(data, dict):
             raise ConfigError(
-                f"Model config{_where(source)} must be a YAML mapping with class_names, labels, model, ..."
+                f"Model config{where(source)} must be a YAML mapping with class_names, labels, model, ..."
             )
         for required in ("class_names", "labels", "model"):
             if data.get(required) in (None, "", [], {}):
                 raise ConfigError(
-                    f"Model config{_where(source)} lacks the field '{required}'; compare with an "
+                    f"Model config{where(source)} lacks the field '{required}'; compare with an "
                     "empanada config such as MitoNet_v1.yaml."
                 )
-        finetune = _mapping(data.get("FINETUNE"), "FINETUNE", source)
-        norms_data = _mapping(data.get("norms"), "norms", source)
-        engine_data = dict(_mapping(finetune.get("engine_params"), "FINETUNE.engine_params", source))
-        criterion_data = _mapping(finetune.get("criterion_params"), "FINETUNE.criterion_params", source)
-        dataset_params = dict(_mapping(finetune.get("dataset_params"), "FINETUNE.dataset_params", source))
+        finetune = mapping(data.get("FINETUNE"), "FINETUNE", source)
+        norms_data = mapping(data.get("norms"), "norms", source)
+        engine_data = dict(mapping(finetune.get("engine_params"), "FINETUNE.engine_params", source))
+        criterion_data = mapping(finetune.get("criterion_params"), "FINETUNE.criterion_params", source)
+        dataset_params = dict(mapping(finetune.get("dataset_params"), "FINETUNE.dataset_params", source))
         labels = data.get("labels")
         thing_list = data.get("thing_list", engine_data.get("thing_list", labels))
         extra = {key: copy.deepcopy(value) for key, value in data.items() if key not in _TOP_KEYS}
@@ -302,9 +204,9 @@ class ModelConfig:
         engine_data.setdefault("thing_list", thing_list)
         try:
             return cls(
-                class_names=_mapping(data["class_names"], "class_names", source),
-                labels=_int_tuple(labels, "labels", source),
-                thing_list=_int_tuple(thing_list, "thing_list", source),
+                class_names=mapping(data["class_names"], "class_names", source),
+                labels=int_tuple(labels, "labels", source),
+                thing_list=int_tuple(thing_list, "thing_list", source),
                 model=data["model"],
                 model_quantized=data.get("model_quantized") or None,
                 padding_factor=data.get("padding_factor", 16),
@@ -413,5 +315,5 @@ def _known(data: dict, cls: type) -> dict:
 def _norms(data: dict, source: str | None) -> dict:
     unknown = sorted(set(data) - {"mean", "std"})
     if unknown:
-        raise ConfigError(f"Field 'norms'{_where(source)} has unknown keys {unknown}; use mean and std.")
+        raise ConfigError(f"Field 'norms'{where(source)} has unknown keys {unknown}; use mean and std.")
     return dict(data)

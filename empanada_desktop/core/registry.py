@@ -32,6 +32,7 @@ from typing import Any
 from empanada_desktop.core import paths
 from empanada_desktop.core.errors import ConfigError, RegistryError, UserError
 from empanada_desktop.core.model_config import ModelConfig
+from empanada_desktop.core.registry_discovery import builtin_configs, builtin_model, discovered_models
 from empanada_desktop.core.registry_files import (
     RegisteredModel,
     check_torchscript_archive,
@@ -45,14 +46,11 @@ from empanada_desktop.core.registry_files import (
     weights_file_name,
     write_entry_json,
 )
-from empanada_desktop.core.resources import builtin_config_dir, bundled_weights_dir
 
 __all__ = ["ModelRegistry", "RegisteredModel", "VerifyFn", "weights_file_name"]
 
 log = logging.getLogger(__name__)
 
-# Built-ins in the order they are listed (the most useful first).
-BUILTIN_ORDER = ("MitoNet_v1", "MitoNet_v1_mini", "NucleoNet_base_v2", "DropNet_base_v1")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -87,30 +85,11 @@ class ModelRegistry:
         for name, (config, config_path) in builtins.items():
             if name in registered:
                 entries[name] = registered.pop(name)
-                continue
-            file_name = weights_file_name(config.model)
-            # empanada-napari's download folder first, then weights an installer bundled.
-            found = next(
-                (
-                    (folder / file_name, source)
-                    for folder, source in ((self.empanada_dir, "empanada"), (bundled_weights_dir(), "bundled"))
-                    if (folder / file_name).is_file()
-                ),
-                None,
-            )
-            if found is not None:
-                weights, source = found
-                entries[name] = RegisteredModel(
-                    name, config.with_model_path(str(weights), config.model_quantized), weights,
-                    builtin=True, source=source, config_path=config_path,
-                )
             else:
-                entries[name] = RegisteredModel(
-                    name, config, None, builtin=True, source="builtin", config_path=config_path
-                )
+                entries[name] = builtin_model(name, config, config_path, self.empanada_dir)
         for name in sorted(registered, key=str.lower):
             entries[name] = registered[name]
-        for model in self._empanada_configs():
+        for model in discovered_models(self.empanada_dir, self.problems):
             if _lower(model.name) not in {_lower(n) for n in entries}:
                 entries[model.name] = model
         return list(entries.values())
@@ -364,16 +343,7 @@ class ModelRegistry:
         )
 
     def _builtin_configs(self) -> dict[str, tuple[ModelConfig, Path]]:
-        found: dict[str, tuple[ModelConfig, Path]] = {}
-        paths_ = sorted(builtin_config_dir().glob("*.yaml"))
-        order = {name: i for i, name in enumerate(BUILTIN_ORDER)}
-        for path in sorted(paths_, key=lambda p: (order.get(p.stem, len(order)), p.stem)):
-            try:
-                found[path.stem] = (ModelConfig.from_yaml(path), path)
-            except ConfigError as error:  # a broken install; say so, list the rest
-                self.problems.append(str(error))
-                log.warning("%s", error)
-        return found
+        return builtin_configs(self.problems)
 
     def _registered_dirs(self) -> list[Path]:
         return sorted(p for p in self.models_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -389,45 +359,6 @@ class ModelRegistry:
                 continue
             models[model.name] = model
         return models
-
-    def _empanada_configs(self) -> list[RegisteredModel]:
-        """empanada-napari's user configs, then configs an installer bundled with their weights."""
-        return self._configs_in(self.empanada_dir / "configs", "empanada") + self._configs_in(
-            bundled_weights_dir(), "bundled"
-        )
-
-    def _configs_in(self, config_dir: Path, source: str) -> list[RegisteredModel]:
-        if not config_dir.is_dir():
-            return []
-        models = []
-        for path in sorted(config_dir.glob("*.yaml")):
-            if path.name.startswith("."):
-                continue
-            try:
-                config = ModelConfig.from_yaml(path)
-            except ConfigError as error:
-                self.problems.append(str(error))
-                log.warning("skipping %s config: %s", source, error)
-                continue
-            weights = self._empanada_weights(config.model, path.parent)
-            if weights is not None:
-                config = config.with_model_path(str(weights), config.model_quantized)
-            models.append(
-                RegisteredModel(path.stem, config, weights, builtin=False, source=source, config_path=path)
-            )
-        return models
-
-    def _empanada_weights(self, model: str, config_dir: Path) -> Path | None:
-        """Where empanada-napari would find ``model:`` on this machine, if it is there."""
-        if "://" in model:
-            name = weights_file_name(model)
-            candidates = [self.empanada_dir / name, config_dir / name]
-        else:
-            given = Path(model).expanduser()
-            candidates = [given] if given.is_absolute() else [
-                config_dir / given, self.empanada_dir / given, self.empanada_dir / "models" / given.name,
-            ]
-        return next((c for c in candidates if c.is_file()), None)
 
 
 def _lower(name: str) -> str:

@@ -258,7 +258,7 @@ def test_discovers_empanada_install_without_copying(tmp_path):
 def test_weights_bundled_by_an_installer_make_a_builtin_usable(monkeypatch, tmp_path):
     bundled = tmp_path / "models_weights"
     fake_torchscript(bundled / "MitoNet_v1_mini.pth")
-    monkeypatch.setattr("empanada_desktop.core.registry.bundled_weights_dir", lambda: bundled)
+    monkeypatch.setattr("empanada_desktop.core.registry_discovery.bundled_weights_dir", lambda: bundled)
     registry = ModelRegistry()
     models = {m.name: m for m in registry.list()}
     mini = models["MitoNet_v1_mini"]

@@ -8,13 +8,11 @@ Local AF_UNIX sockets (multiprocessing, DataLoader workers) stay allowed.
 
 Flows: open the demo stack in the main window and render every screen; ``models list``/``info``;
 a tiny native model registered, then ``infer``, a 2-iteration ``finetune`` and ``models export``
-through ``empanada_desktop.cli.main``. A flow whose command or function is not in the app yet is
-skipped with the reason; all of them exist once issues 2-6 have landed.
+through ``empanada_desktop.cli.main``.
 """
 
 from __future__ import annotations
 
-import importlib
 import socket
 import traceback
 from pathlib import Path
@@ -82,30 +80,10 @@ def test_the_guard_itself_catches_and_records(no_network):
 # --- helpers ---------------------------------------------------------------------------------
 
 
-def cli_commands() -> set[str]:
+def require_command(name: str) -> None:
     from empanada_desktop.cli import _command_names, build_parser
 
-    try:
-        return _command_names(build_parser())
-    except ModuleNotFoundError as error:  # a command module listed but not committed yet
-        pytest.skip(f"the CLI does not build yet: {error}")
-
-
-def require_command(name: str) -> None:
-    if name not in cli_commands():
-        pytest.skip(f"CLI command '{name}' does not exist yet (being written by its part)")
-
-
-def require(module: str, attribute: str | None = None):
-    try:
-        loaded = importlib.import_module(module)
-    except ModuleNotFoundError as error:
-        if error.name and not error.name.startswith("empanada_desktop"):
-            raise  # a missing third-party package is a real failure, not a part in progress
-        pytest.skip(f"{module} does not exist yet (being written by its part)")
-    if attribute is not None and not hasattr(loaded, attribute):
-        pytest.skip(f"{module}.{attribute} does not exist yet (being written by its part)")
-    return getattr(loaded, attribute) if attribute else loaded
+    assert name in _command_names(build_parser()), f"the CLI has no '{name}' command"
 
 
 def run_cli(*args: str) -> None:
@@ -118,7 +96,7 @@ def run_cli(*args: str) -> None:
 def demo_stack() -> Path:
     path = DEMO / "em_stack.tif"
     if not path.exists():
-        pytest.skip("resources/demo/em_stack.tif is not committed yet (core part)")
+        pytest.fail("resources/demo/em_stack.tif is missing from the checkout")
     return path
 
 
@@ -152,7 +130,8 @@ def training_set(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_model(no_network):
     """A small native model (ResNet-18, random seeded weights), registered in the test's app home."""
-    register_native_model = require("empanada_desktop.backend.loading", "register_native_model")
+    from empanada_desktop.backend.loading import register_native_model
+
     return register_native_model("offline_tiny", architecture="PanopticDeepLabPR", encoder="resnet18",
                                  like="MitoNet_v1", seed=0).name
 
@@ -167,9 +146,10 @@ def test_models_list_and_info_offline(no_network, capsys):
     run_cli("models", "info", "MitoNet_v1")
 
 
-def test_open_demo_in_main_window_offline(no_network, qtbot):
-    main_window = require("empanada_desktop.ui.main_window", "MainWindow")
-    window = main_window()
+def test_open_demo_in_main_window_offline(no_network, qtbot, pyqtgraph_options):
+    from empanada_desktop.ui.shell.main_window import MainWindow
+
+    window = MainWindow()
     qtbot.addWidget(window)
     window.show()
     assert window.open_path(demo_stack())
@@ -178,8 +158,9 @@ def test_open_demo_in_main_window_offline(no_network, qtbot):
 
 
 def test_every_screen_renders_offline(no_network, qtbot, tmp_path):
-    screenshots = require("empanada_desktop.ui.screenshots")
-    written = screenshots.render_all(tmp_path)
+    from empanada_desktop.ui.shell.screenshots import render_all
+
+    written = render_all(tmp_path)
     assert written, "no screen was registered"
     assert all(path.stat().st_size > 0 for path in written)
 

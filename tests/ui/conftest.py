@@ -5,6 +5,11 @@ from __future__ import annotations
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _pyqtgraph_options(pyqtgraph_options):
+    """Every UI test sees pyqtgraph configured as the app configures it."""
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A registered resnet18 model folder, built once per session (registering costs seconds).

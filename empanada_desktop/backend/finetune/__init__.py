@@ -1,1 +1,1 @@
-"""Finetuning: config, data + augmentation, targets, loss, optimiser, loop, checkpoints (issue 3)."""
+"""Finetuning: config, data + augmentation, targets, loss, optimiser, loop, checkpoints, run folder."""

@@ -1,4 +1,4 @@
-"""Training augmentation, equal in effect to empanada's (EMPANADA_FORMATS.md section 4).
+"""Training augmentation, equal in effect to empanada's (docs/EMPANADA_FORMATS.md section 4).
 
 empanada chains albumentations: random scale (factor 1 + U(-0.9, 1)), pad to the patch size
 with zeros, random crop, rotation up to 180 degrees with zeros at the borders, brightness and

@@ -2,7 +2,7 @@
 
 Keys: ``model`` (state dict), ``optimizer``, ``scheduler``, ``scaler``, ``step`` (optimiser steps
 done), ``config`` (``FinetuneConfig.to_dict()``), ``rng`` (torch CPU and CUDA generator states),
-``version`` (format version), plus ``metrics`` (last validation, may be empty).
+``version`` (format version), plus ``extra`` (baseline, latest and best validation).
 
 ``atomic_path`` writes to a temporary file and renames it over the old checkpoint only once the
 new one is complete and fsynced, so a crash, a kill or a full disk during the write leaves the

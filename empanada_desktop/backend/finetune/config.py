@@ -16,8 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from empanada_desktop.core.errors import ConfigError
+from empanada_desktop.core.finetunable_layers import (  # noqa: F401 (the config's vocabulary)
+    ENCODER_STAGES,
+    LAYER_CHOICES,
+    check_layers,
+)
 
-LAYER_CHOICES = ("none", "stage4", "stage3", "stage2", "stage1", "all")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 
@@ -93,11 +97,7 @@ class FinetuneConfig:
                 f"new_name {self.new_name!r}: use 1-80 letters, digits, '_', '-' or '.', "
                 "starting with a letter or digit (it becomes a file name)."
             )
-        if self.layers not in LAYER_CHOICES:
-            raise ConfigError(
-                f"layers {self.layers!r}: choose one of {', '.join(LAYER_CHOICES)} "
-                "(start with 'none'; 'stage4' is usually the best trade-off)."
-            )
+        check_layers(self.layers)
         _positive_int("iterations", self.iterations)
         _positive_int("batch_size", self.batch_size)
         _positive_int("patch_size", self.patch_size)
@@ -150,6 +150,22 @@ class FinetuneConfig:
         if missing:
             raise ConfigError(f"finetune config: missing setting(s) {', '.join(missing)}.")
         return cls(**dict(data))
+
+
+def default_of(field_name: str) -> Any:
+    """The default of a ``FinetuneConfig`` setting (``default_of("iterations") == 100``).
+
+    Raises:
+        KeyError: ``field_name`` is not a setting, or a required one (no default).
+    """
+    found = FinetuneConfig.__dataclass_fields__.get(field_name)
+    if found is None:
+        raise KeyError(field_name)
+    if found.default is not dataclasses.MISSING:
+        return found.default
+    if found.default_factory is not dataclasses.MISSING:
+        return found.default_factory()
+    raise KeyError(f"{field_name} has no default; it is required")
 
 
 def nearest_valid_sizes(size: int, factor: int) -> tuple[int, int]:

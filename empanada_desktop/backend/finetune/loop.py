@@ -4,6 +4,10 @@ One iteration is one optimiser step (never empanada's epoch arithmetic). Batch `
 on ``(seed, k)`` and the torch generator is re-seeded from ``(seed, k)`` before step ``k``, so a
 run stopped after any step and resumed from its checkpoint follows the uninterrupted run's loss
 curve. ``stop()`` is checked before every step; on stop the loop saves ``last.pt`` and returns.
+
+The run reads top to bottom: ``_prepare`` (config, model, data, optimiser), ``_start_or_resume``
+(a fresh run folder, or the state of its last checkpoint), ``_train`` (the steps, with
+validations and checkpoints), ``_finish`` (export and register).
 """
 
 from __future__ import annotations
@@ -19,8 +23,7 @@ import torch
 
 from empanada_desktop import __version__
 from empanada_desktop.backend.events import CheckpointSaved, Event, Message, Progress, StopFn, Validated, never_stop
-from empanada_desktop.backend.finetune import run as runfiles
-from empanada_desktop.backend.finetune import setup
+from empanada_desktop.backend.finetune import run_folder, setup
 from empanada_desktop.backend.finetune.checkpoints import (
     CHECKPOINT_VERSION,
     load_checkpoint,
@@ -31,9 +34,12 @@ from empanada_desktop.backend.finetune.checkpoints import (
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.data import Prefetcher, TrainingData, read_roots
 from empanada_desktop.backend.finetune.optim import make_optimizer, make_scheduler
-from empanada_desktop.backend.finetune.precision import choose_precision
+from empanada_desktop.backend.finetune.precision import Precision, choose_precision
+from empanada_desktop.backend.finetune.setup import trainable_counts
 from empanada_desktop.backend.finetune.trainer import Trainer
 from empanada_desktop.core.errors import ConfigError, UserError
+
+__all__ = ["FinetuneResult", "estimate_seconds_per_step", "finetune", "trainable_counts", "validation_steps"]
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +65,55 @@ def validation_steps(iterations: int, validations: int) -> set[int]:
     return {max(1, round(k * iterations / validations)) for k in range(1, validations + 1)}
 
 
-def _resolve_resume(config: FinetuneConfig) -> FinetuneConfig:
-    if config.resume is None:
-        return config
-    saved = runfiles.read_run_config(config.resume)
-    return saved.replace(device=config.device, out_dir=Path(config.resume), resume=Path(config.resume))
+@dataclass
+class _Run:
+    """One run in progress: what ``_prepare`` built and what the steps change."""
+
+    config: FinetuneConfig
+    resuming: bool
+    device: torch.device
+    precision: Precision
+    model_config: Any
+    trainer: Trainer
+    data: TrainingData
+    val_pairs: list
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    run_dir: Path = Path()
+    step: int = 0
+    # Kept in the checkpoint's "extra": baseline and latest validation, best {step, value, metrics}.
+    state: dict[str, Any] = field(default_factory=lambda: {"baseline": {}, "metrics": {}, "best": None})
+
+    @property
+    def key_metric(self) -> str:
+        return "pq" if getattr(self.model_config, "is_instance", True) else "iou"
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The one checkpoint dict (keys: see ``checkpoints.py``)."""
+        return {
+            "model": self.trainer.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "config": self.config.to_dict() | {"resume": None},
+            "rng": rng_state(),
+            "version": CHECKPOINT_VERSION,
+            "extra": dict(self.state),
+        }
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        self.trainer.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.scaler.load_state_dict(checkpoint["scaler"])
+        set_rng_state(checkpoint["rng"])
+        self.step = int(checkpoint["step"])
+        self.state.update(checkpoint.get("extra", {}))
+
+    def save(self, path: Path, kind: str) -> CheckpointSaved:
+        return CheckpointSaved(step=self.step, path=save_checkpoint(path, self.checkpoint()), kind=kind)
 
 
 def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Event]:
@@ -75,7 +125,21 @@ def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Even
     Raises:
         UserError: bad settings or data, out of memory, disk full (with what to do).
     """
-    config = _resolve_resume(config)
+    run = yield from _prepare(config)
+    yield from _start_or_resume(run)
+    with run_folder.RunLog(run.run_dir) as runlog:
+        runlog.info("run %s: %s", "resumed" if run.resuming else "started", run.config.to_dict())
+        finished = yield from _train(run, stop, runlog)
+        if not finished:
+            return FinetuneResult(run.run_dir, run.config.new_name, dict(run.state["baseline"]),
+                                  dict(run.state["metrics"]), steps_done=run.step, stopped=True)
+        return (yield from _finish(run, runlog))
+
+
+def _prepare(config: FinetuneConfig) -> Iterator[Event]:
+    """Check the settings against the model and data; build the trainer, data and optimiser."""
+    if config.resume is not None:
+        config = run_folder.resume_config(config.resume, device=config.device)
     resuming = config.resume is not None
     device = setup.resolve_device(config.device)
     precision = choose_precision(device, config.precision)
@@ -100,125 +164,114 @@ def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Even
         + "(" + ", ".join(f"{k}: {v:,}" for k, v in counts.items()) + ")."
     )
     yield Message(f"Training on {device} in {precision.name} ({precision.reason}); {len(data)} training images.")
-
-    run_dir = Path(config.resume) if resuming else runfiles.new_run_dir(config)
-    ckpt_dir = run_dir / runfiles.CHECKPOINT_DIR
     optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay)
-    scheduler = make_scheduler(optimizer, config.max_lr, config.iterations, config.pct_start)
-    scaler = precision.scaler()
-    state: dict[str, Any] = {"baseline": {}, "metrics": {}, "best": None}
-    start_step = 0
-    if resuming:
-        checkpoint = load_checkpoint(ckpt_dir / runfiles.LAST)
-        trainer.model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        set_rng_state(checkpoint["rng"])
-        start_step = int(checkpoint["step"])
-        state.update(checkpoint.get("extra", {}))
-        runfiles.truncate_metrics(run_dir, start_step)
-        yield Message(f"Resuming {run_dir} after step {start_step} of {config.iterations}.")
-    else:
-        runfiles.write_run_config(
-            run_dir,
-            config,
-            {
-                "trainable_parameters": counts,
-                "device": str(device),
-                "precision": precision.name,
-                "training_images": len(data),
-                "validation_images": len(val_pairs),
-                "base_model": config.model,
-                "empanada_desktop": __version__,
-            },
-        )
-
-    def checkpoint_dict(step: int) -> dict[str, Any]:
-        return {
-            "model": trainer.model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "step": step,
-            "config": config.to_dict() | {"resume": None},
-            "rng": rng_state(),
-            "version": CHECKPOINT_VERSION,
-            "extra": dict(state),
-        }
-
-    key_metric = "pq" if getattr(model_config, "is_instance", True) else "iou"
-    val_at = validation_steps(config.iterations, config.validations) if val_pairs else set()
-    with runfiles.RunLog(run_dir) as runlog:
-        runlog.info("run %s: %s", "resumed" if resuming else "started", config.to_dict())
-        if val_pairs and not resuming:
-            baseline = trainer.validate(val_pairs)
-            state["baseline"] = state["metrics"] = baseline
-            runfiles.append_metrics(run_dir, {"step": 0, "validation": baseline, "baseline": True})
-            runlog.info("baseline validation: %s", baseline)
-            yield Validated(step=0, metrics=baseline, baseline=True)
-
-        steps = range(start_step + 1, config.iterations + 1)
-        step = start_step
-        durations: list[float] = []
-        prefetcher = Prefetcher(trainer.make_batch_fn(data), steps, depth=config.prefetch_batches)
-        try:
-            for batch in prefetcher:
-                if stop():
-                    path = save_checkpoint(ckpt_dir / runfiles.LAST, checkpoint_dict(step))
-                    runlog.info("stopped after step %d; checkpoint %s", step, path)
-                    yield CheckpointSaved(step=step, path=path, kind="stop")
-                    yield Message(f"Stopped after step {step}. Resume with: empanada-desktop finetune --resume {run_dir}")
-                    return FinetuneResult(run_dir, config.new_name, dict(state["baseline"]), dict(state["metrics"]),
-                                          steps_done=step, stopped=True)
-                started = time.perf_counter()
-                torch.manual_seed(config.seed * 1_000_003 + batch.step)
-                try:
-                    losses = trainer.train_step(batch, optimizer, scaler)
-                except Exception as error:  # noqa: BLE001 - out of memory is recognised, the rest re-raised
-                    if setup.is_out_of_memory(error):
-                        raise setup.out_of_memory_error(config, device) from error
-                    raise
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step = batch.step
-                durations.append(time.perf_counter() - started)
-                recent = durations[1:][-10:] or durations[-1:]
-                seconds = sum(recent) / len(recent)
-                runfiles.append_metrics(run_dir, {"step": step, "losses": losses, "lr": lr, "seconds": durations[-1]})
-                runlog.info("step %d/%d loss %.5f lr %.3g %.2fs", step, config.iterations, losses["total"], lr, durations[-1])
-                yield Progress(step=step, total=config.iterations, losses=losses, lr=lr, seconds_per_step=seconds,
-                               eta_seconds=seconds * (config.iterations - step))
-                if step in val_at:
-                    metrics = trainer.validate(val_pairs)
-                    state["metrics"] = metrics
-                    runfiles.append_metrics(run_dir, {"step": step, "validation": metrics})
-                    runlog.info("validation at step %d: %s", step, metrics)
-                    yield Validated(step=step, metrics=metrics)
-                    best = state["best"]
-                    if best is None or metrics.get(key_metric, 0.0) > best["value"]:
-                        state["best"] = {"step": step, "value": float(metrics.get(key_metric, 0.0)), "metrics": metrics}
-                        path = save_checkpoint(ckpt_dir / runfiles.BEST, checkpoint_dict(step))
-                        yield CheckpointSaved(step=step, path=path, kind="best")
-                if step == config.iterations or (config.checkpoint_every and step % config.checkpoint_every == 0):
-                    path = save_checkpoint(ckpt_dir / runfiles.LAST, checkpoint_dict(step))
-                    yield CheckpointSaved(step=step, path=path, kind="last")
-        finally:
-            prefetcher.close()
-
-        result = yield from _finish(config, trainer, model_config, run_dir, state, runlog)
-        return result
+    return _Run(
+        config=config, resuming=resuming, device=device, precision=precision, model_config=model_config,
+        trainer=trainer, data=data, val_pairs=val_pairs, optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, config.max_lr, config.iterations, config.pct_start),
+        scaler=precision.scaler(),
+    )
 
 
-def _finish(config, trainer, model_config, run_dir: Path, state: dict, runlog) -> Iterator[Event]:
+def _start_or_resume(run: _Run) -> Iterator[Event]:
+    """A new run folder with its config.yaml, or the resumed run's last checkpoint loaded."""
+    config = run.config
+    if run.resuming:
+        run.run_dir = Path(config.resume)
+        run.restore(load_checkpoint(run_folder.last_checkpoint(run.run_dir)))
+        run_folder.truncate_metrics(run.run_dir, run.step)
+        yield Message(f"Resuming {run.run_dir} after step {run.step} of {config.iterations}.")
+        return
+    run.run_dir = run_folder.new_run_dir(config)
+    run_folder.write_config(
+        run.run_dir,
+        config,
+        {
+            "trainable_parameters": run.trainer.counts,
+            "device": str(run.device),
+            "precision": run.precision.name,
+            "training_images": len(run.data),
+            "validation_images": len(run.val_pairs),
+            "base_model": config.model,
+            "empanada_desktop": __version__,
+        },
+    )
+
+
+def _validate(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
+    """Validate at ``run.step``; keep ``best.pt`` when the key metric improved."""
+    metrics = run.trainer.validate(run.val_pairs)
+    run.state["metrics"] = metrics
+    run_folder.append_metrics(run.run_dir, {"step": run.step, "validation": metrics})
+    runlog.info("validation at step %d: %s", run.step, metrics)
+    yield Validated(step=run.step, metrics=metrics)
+    best = run.state["best"]
+    value = float(metrics.get(run.key_metric, 0.0))
+    if best is None or value > best["value"]:
+        run.state["best"] = {"step": run.step, "value": value, "metrics": metrics}
+        yield run.save(run_folder.best_checkpoint(run.run_dir), "best")
+
+
+def _train(run: _Run, stop: StopFn, runlog: run_folder.RunLog) -> Iterator[Event]:
+    """The baseline validation, then the steps. Returns False when stopped (checkpoint saved)."""
+    config, trainer = run.config, run.trainer
+    if run.val_pairs and not run.resuming:
+        baseline = trainer.validate(run.val_pairs)
+        run.state["baseline"] = run.state["metrics"] = baseline
+        run_folder.append_metrics(run.run_dir, {"step": 0, "validation": baseline, "baseline": True})
+        runlog.info("baseline validation: %s", baseline)
+        yield Validated(step=0, metrics=baseline, baseline=True)
+
+    val_at = validation_steps(config.iterations, config.validations) if run.val_pairs else set()
+    last = run_folder.last_checkpoint(run.run_dir)
+    durations: list[float] = []
+    prefetcher = Prefetcher(trainer.make_batch_fn(run.data), range(run.step + 1, config.iterations + 1),
+                            depth=config.prefetch_batches)
+    try:
+        for batch in prefetcher:
+            if stop():
+                event = run.save(last, "stop")
+                runlog.info("stopped after step %d; checkpoint %s", run.step, event.path)
+                yield event
+                yield Message(f"Stopped after step {run.step}. Resume with: empanada-desktop finetune --resume {run.run_dir}")
+                return False
+            started = time.perf_counter()
+            torch.manual_seed(config.seed * 1_000_003 + batch.step)
+            try:
+                losses = trainer.train_step(batch, run.optimizer, run.scaler)
+            except Exception as error:  # noqa: BLE001 - out of memory is recognised, the rest re-raised
+                if setup.is_out_of_memory(error):
+                    raise setup.out_of_memory_error(config, run.device) from error
+                raise
+            lr = run.optimizer.param_groups[0]["lr"]
+            run.scheduler.step()
+            run.step = step = batch.step
+            durations.append(time.perf_counter() - started)
+            recent = durations[1:][-10:] or durations[-1:]
+            seconds = sum(recent) / len(recent)
+            run_folder.append_metrics(run.run_dir, {"step": step, "losses": losses, "lr": lr, "seconds": durations[-1]})
+            runlog.info("step %d/%d loss %.5f lr %.3g %.2fs", step, config.iterations, losses["total"], lr, durations[-1])
+            yield Progress(step=step, total=config.iterations, losses=losses, lr=lr, seconds_per_step=seconds,
+                           eta_seconds=seconds * (config.iterations - step))
+            if step in val_at:
+                yield from _validate(run, runlog)
+            if step == config.iterations or (config.checkpoint_every and step % config.checkpoint_every == 0):
+                yield run.save(last, "last")
+    finally:
+        prefetcher.close()
+    return True
+
+
+def _finish(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
     """Export the best (else the last) weights as a .pth/.yaml pair and register them."""
+    config, trainer, run_dir, state = run.config, run.trainer, run.run_dir, run.state
     best = state.get("best")
     if best is not None and best["step"] != config.iterations:
-        checkpoint = load_checkpoint(run_dir / runfiles.CHECKPOINT_DIR / runfiles.BEST)
+        checkpoint = load_checkpoint(run_folder.best_checkpoint(run_dir))
         trainer.model.load_state_dict(checkpoint["model"])
         yield Message(f"Keeping the weights of step {best['step']}, the best on the validation set.")
     trainer.model.eval()
-    new_config = setup.with_description(model_config, config, config.iterations)
+    new_config = setup.with_description(run.model_config, config, config.iterations)
     from empanada_desktop.backend.torchscript import export_empanada
 
     try:
@@ -261,14 +314,6 @@ def _finish(config, trainer, model_config, run_dir: Path, state: dict, runlog) -
         best_step=best["step"] if best else None,
         best_metrics=dict(best["metrics"]) if best else {},
     )
-
-
-def trainable_counts(model_name: str) -> dict[str, int]:
-    """Trainable parameter values for each layer choice of a registered model (for the wizard)."""
-    from empanada_desktop.backend.models.stages import trainable_parameter_counts
-
-    model, _ = setup.load_base_model(model_name)
-    return dict(trainable_parameter_counts(model))
 
 
 def estimate_seconds_per_step(config: FinetuneConfig, steps: int = 2) -> float:

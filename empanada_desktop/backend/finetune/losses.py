@@ -1,4 +1,4 @@
-"""PanopticLoss (EMPANADA_FORMATS.md section 5), with empanada's weights as defaults.
+"""PanopticLoss (docs/EMPANADA_FORMATS.md section 5), with empanada's weights as defaults.
 
 total = ce_weight * BootstrapCE(sem_logits, sem)        mean of the top ``top_k_percent`` pixels
       + mse_weight * MSE(ctr_hmp)

@@ -1,4 +1,4 @@
-"""AdamW + OneCycleLR as empanada finetunes (EMPANADA_FORMATS.md section 4).
+"""AdamW + OneCycleLR as empanada finetunes (docs/EMPANADA_FORMATS.md section 4).
 
 Weight decay applies to the weights of convolutions and linear layers only: biases and the
 weights of normalisation layers (all 1-D parameters, also in TorchScript models where module

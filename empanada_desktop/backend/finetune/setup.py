@@ -28,6 +28,15 @@ def load_base_model(name: str) -> tuple[torch.nn.Module, object]:
     return (native if native is not None else model), model_config
 
 
+def trainable_counts(model_name: str) -> dict[str, int]:
+    """Trainable parameters of each finetunable-layer choice for a registered model, loaded as
+    finetuning loads it (``stages.trainable_parameter_counts`` does the counting)."""
+    from empanada_desktop.backend.models.stages import trainable_parameter_counts
+
+    model, _ = load_base_model(model_name)
+    return dict(trainable_parameter_counts(model))
+
+
 def to_native(model: torch.nn.Module, model_config: object) -> torch.nn.Module | None:
     """The native module with ``model``'s weights, or None when there is no exact match."""
     if not isinstance(model, torch.jit.ScriptModule):

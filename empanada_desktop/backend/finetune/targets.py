@@ -1,6 +1,6 @@
 """Panoptic-DeepLab training targets from instance masks, vectorised over the whole batch.
 
-EMPANADA_FORMATS.md section 5: ``sem`` = mask > 0; ``ctr_hmp`` = a 1 at each instance's
+docs/EMPANADA_FORMATS.md section 5: ``sem`` = mask > 0; ``ctr_hmp`` = a 1 at each instance's
 centroid ``(int(cy), int(cx))`` blurred with a Gaussian of sigma 6 (zero border) and divided by
 the image's maximum; ``offsets`` = ``(cy - y, cx - x)`` inside instance k, 0 on background.
 

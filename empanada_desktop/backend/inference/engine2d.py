@@ -5,7 +5,7 @@ model's norms, pads bottom/right to the padding factor (times the downsampling),
 (in overlapping tiles when the image is larger than ``tile_size``), post-processes on the model's
 device and numbers the connected instances ``class * max_objects + k``.
 
-The model is any module following EMPANADA_FORMATS.md section 3 (native or TorchScript). It is
+The model is any module following docs/EMPANADA_FORMATS.md section 3 (native or TorchScript). It is
 called with ``interpolate_ins=False``: post-processing works on the 1/4-resolution center map and
 offsets directly (coarse boundaries, as empanada-napari's default) or upsamples them itself
 (fine boundaries). ``render_steps = 2 + log2(downsample)`` makes PointRend render the semantic

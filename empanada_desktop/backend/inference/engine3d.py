@@ -1,6 +1,6 @@
 """3D inference: segment a stack slice by slice and link the slices into 3D objects.
 
-``segment_volume(model, volume, config, out_path, stop)`` is a generator (ARCHITECTURE.md): it
+``segment_volume(model, volume, config, out_path, stop)`` is a generator (docs/ARCHITECTURE.md): it
 yields ``Progress`` per slice and ``Message`` notes, checks ``stop()`` before every slice and
 returns the path of the int32 label TIFF (``None`` when stopped; nothing is left behind).
 

@@ -1,4 +1,4 @@
-"""Score a model on labelled images: IoU, PQ and F1@0.5 (EMPANADA_FORMATS.md section 7).
+"""Score a model on labelled images: IoU, PQ and F1@0.5 (docs/EMPANADA_FORMATS.md section 7).
 
 Used by ``empanada-desktop evaluate`` and by finetuning's validation. Post-processing uses the
 model config's own engine parameters (confidence, center threshold, NMS kernel), as empanada's

@@ -1,4 +1,4 @@
-"""Panoptic-DeepLab post-processing in torch (EMPANADA_FORMATS.md section 6), CPU or CUDA.
+"""Panoptic-DeepLab post-processing in torch (docs/EMPANADA_FORMATS.md section 6), CPU or CUDA.
 
 From the model's outputs to two maps: the semantic class of every pixel and an instance id for
 every pixel of a thing class. Steps:

@@ -20,7 +20,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "PanopticBiFPNPR": PanopticBiFPNPR,
 }
 
-# Input H and W must be divisible by this (EMPANADA_FORMATS.md section 2).
+# Input H and W must be divisible by this (docs/EMPANADA_FORMATS.md section 2).
 PADDING_FACTORS: dict[str, int] = {"PanopticDeepLabPR": 16, "PanopticBiFPNPR": 128}
 
 

@@ -1,6 +1,6 @@
 """The two native architectures: PanopticDeepLabPR and PanopticBiFPNPR.
 
-Both follow the output contract of empanada's released TorchScript files (EMPANADA_FORMATS.md
+Both follow the output contract of empanada's released TorchScript files (docs/EMPANADA_FORMATS.md
 section 3) and its module names (``encoder``, ``semantic_decoder``, ``instance_decoder``,
 ``semantic_head``, ``ins_center``, ``ins_xy``, ``semantic_pr``; BiFPN adds ``p2_resample``,
 ``semantic_fpn``, ``instance_fpn``). ``forward(x, render_steps=2, interpolate_ins=True)``:

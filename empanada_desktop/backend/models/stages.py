@@ -6,7 +6,7 @@ TorchScript files from empanada: ``encoder.conv1`` / ``encoder.bn1`` (ResNet) or
 is stage N, everything outside the encoder is ``decoder_and_heads`` and always trains.
 
 empanada's own finetuning matched the substring ``encoder.stageN``, which never matches a ResNet,
-so on MitoNet "stage4" trained exactly what "none" trained (EMPANADA_FORMATS.md section 3). Here
+so on MitoNet "stage4" trained exactly what "none" trained (docs/EMPANADA_FORMATS.md section 3). Here
 ``layerN`` is ``stageN``.
 """
 
@@ -17,12 +17,11 @@ import re
 
 from torch import nn
 
-from empanada_desktop.core.errors import ConfigError
+from empanada_desktop.core.finetunable_layers import ENCODER_STAGES, LAYER_CHOICES, check_layers
 
 log = logging.getLogger(__name__)
 
-STAGES = ("stem", "stage1", "stage2", "stage3", "stage4")
-LAYER_CHOICES = ("none", "stage4", "stage3", "stage2", "stage1", "all")
+STAGES = ("stem", *ENCODER_STAGES)
 DECODER_AND_HEADS = "decoder_and_heads"
 
 _BATCHNORM_NAMES = frozenset({"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm"})
@@ -69,16 +68,12 @@ def stage_map(model: nn.Module) -> dict[str, list[str]]:
 
 def trainable_stages(layers: str) -> tuple[str, ...]:
     """Stages that train for a finetunable-layers choice ("stageK" = stage K and all later)."""
-    if layers not in LAYER_CHOICES:
-        raise ConfigError(
-            f"Unknown finetunable layers {layers!r}; choose one of: {', '.join(LAYER_CHOICES)}."
-        )
+    check_layers(layers)
     if layers == "none":
         return ()
     if layers == "all":
         return STAGES
-    first = int(layers[-1])
-    return tuple(f"stage{k}" for k in range(first, 5))
+    return ENCODER_STAGES[ENCODER_STAGES.index(layers):]
 
 
 def set_finetunable(model: nn.Module, layers: str) -> int:

@@ -1,4 +1,4 @@
-"""The best-practice advice shown where each choice is made (EMPANADA_FORMATS.md section 4).
+"""The best-practice advice shown where each choice is made (docs/EMPANADA_FORMATS.md section 4).
 
 Kept in one place so that the wording is consistent across pages and easy to review.
 """

@@ -22,11 +22,13 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from empanada_desktop.backend.finetune.config import default_of
 from empanada_desktop.ui.wizard import advice
+from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 16
+DEFAULT_BATCH = default_of("batch_size")
 REMEDIES = ("smaller_batch", "duplicate", "more_data")
 
 
@@ -49,8 +51,9 @@ def report_html(title: str, report, problems: list[str]) -> str:
 
 
 class DataPage(QWizardPage):
-    def __init__(self, parent=None, training_set_dir=None):
+    def __init__(self, state: WizardState, parent=None, training_set_dir=None):
         super().__init__(parent)
+        self.state = state
         self.setTitle("Training data")
         self.setSubTitle(advice.DATA_INTRO)
         self._training_set_dir = training_set_dir or (lambda: None)
@@ -141,11 +144,11 @@ class DataPage(QWizardPage):
         return True
 
     def validatePage(self) -> bool:
-        wizard = self.wizard()
-        wizard.train_dirs = self.train_dirs()
-        wizard.val_dir = self.val_dir()
-        wizard.train_count = self.total
-        wizard.remedy = self.remedy() if self.total < DEFAULT_BATCH else None
+        state = self.state
+        state.train_dirs = self.train_dirs()
+        state.val_dir = self.val_dir()
+        state.train_count = self.total
+        state.remedy = self.remedy() if self.total < DEFAULT_BATCH else None
         return True
 
     # -- state -------------------------------------------------------------------------------

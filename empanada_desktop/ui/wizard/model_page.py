@@ -19,22 +19,29 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from empanada_desktop.backend.finetune.run_folder import (
+    ResumableRun,
+    find_resumable_runs,
+    read_config,
+)
 from empanada_desktop.core.errors import UserError
-from empanada_desktop.ui.model_manager import (
+from empanada_desktop.ui.models.model_manager import (
     ModelManagerDialog,
     fill_model_list,
     model_info_html,
 )
+from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.wizard import advice
-from empanada_desktop.ui.wizard.runs import ResumableRun, find_resumable_runs
-from empanada_desktop.ui.worker import show_error
+from empanada_desktop.ui.wizard.page_ids import PAGE_DATA, PAGE_RUN
+from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
 
 
 class ModelPage(QWizardPage):
-    def __init__(self, parent=None):
+    def __init__(self, state: WizardState, parent=None):
         super().__init__(parent)
+        self.state = state
         self.setTitle("Model")
         self.setSubTitle(advice.MODEL_INTRO)
         self.new_radio = QRadioButton("Finetune a model")
@@ -86,26 +93,22 @@ class ModelPage(QWizardPage):
         return model is not None and model.installed
 
     def validatePage(self) -> bool:
-        wizard = self.wizard()
+        state = self.state
         if self.resume_radio.isChecked():
-            from empanada_desktop.backend.finetune.run import read_run_config
-
             run = self.selected_run()
             try:
-                wizard.config = read_run_config(run.run_dir)
+                state.config = read_config(run.run_dir)
             except UserError as error:
                 show_error(self, "Cannot resume this run", str(error))
                 return False
-            wizard.resume_run = run
-            wizard.model_name = wizard.config.model
+            state.resume_run = run
+            state.model_name = state.config.model
         else:
-            wizard.resume_run = None
-            wizard.model_name = self.selected_model().name
+            state.resume_run = None
+            state.model_name = self.selected_model().name
         return True
 
     def nextId(self) -> int:
-        from empanada_desktop.ui.wizard.wizard import PAGE_DATA, PAGE_RUN
-
         return PAGE_RUN if self.resume_radio.isChecked() else PAGE_DATA
 
     # -- state -------------------------------------------------------------------------------
@@ -113,7 +116,7 @@ class ModelPage(QWizardPage):
         from empanada_desktop.core.registry import ModelRegistry
 
         select = select or (self.selected_model().name if self.selected_model() else None)
-        select = select or getattr(self.wizard(), "model_name", None)
+        select = select or self.state.model_name
         try:
             self.registry = ModelRegistry()
             models = self.registry.list()

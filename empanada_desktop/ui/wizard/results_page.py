@@ -24,7 +24,9 @@ from PySide6.QtWidgets import (
 )
 
 from empanada_desktop.core.errors import UserError
-from empanada_desktop.ui.worker import Job, JobBusyError, JobFailed, run_job, show_error, spawn
+from empanada_desktop.ui.shell.messages import show_error
+from empanada_desktop.ui.shell.worker import Job, JobBusyError, JobFailed, run_job, spawn
+from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +86,9 @@ def compare_job(model_name: str, pth: Path, yaml_path: Path, pairs, device: str 
 
 
 class ResultsPage(QWizardPage):
-    def __init__(self, parent=None):
+    def __init__(self, state: WizardState, parent=None):
         super().__init__(parent)
+        self.state = state
         self.setTitle("Results")
         self.setSubTitle("How the finetuned model compares with the one you started from, on the "
                          "validation set. Save it under a name to use it here and in "
@@ -129,9 +132,9 @@ class ResultsPage(QWizardPage):
         self.compare_task = None
 
     def initializePage(self) -> None:
-        result = self.wizard().result
+        result = self.state.result
         self.show_metrics(result.baseline_metrics or {}, result.final_metrics or {})
-        config = getattr(self.wizard(), "config", None)
+        config = self.state.config
         self.name_edit.setText(result.model_name or (config.new_name if config else ""))
         self.registered_name = None
         self.open_button.setEnabled(False)
@@ -163,7 +166,7 @@ class ResultsPage(QWizardPage):
     def _validation_pairs(self) -> list:
         from empanada_desktop.core.dataset import scan_dataset
 
-        val_dir = getattr(self.wizard().config, "val_dir", None) if self.wizard().config else None
+        val_dir = self.state.config.val_dir if self.state.config else None
         if val_dir is None or not Path(val_dir).is_dir():
             return []
         report = scan_dataset(val_dir)
@@ -177,7 +180,7 @@ class ResultsPage(QWizardPage):
             return
         self.gallery_layout.addWidget(QLabel("Segmenting validation patches with both models ..."),
                                       0, 0)
-        config = self.wizard().config
+        config = self.state.config
         job = Job("compare", compare_job(config.model, Path(result.exported_pth),
                                          Path(result.exported_yaml), pairs))
 
@@ -214,7 +217,7 @@ class ResultsPage(QWizardPage):
         from empanada_desktop.core.model_config import ModelConfig
         from empanada_desktop.core.registry import ModelRegistry
 
-        result = self.wizard().result
+        result = self.state.result
         name = (name or self.name_edit.text()).strip()
         self.name_edit.setText(name)
         try:

@@ -18,10 +18,12 @@ from PySide6.QtWidgets import (
 )
 
 from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, Validated
+from empanada_desktop.ui.shell.messages import show_error
+from empanada_desktop.ui.shell.worker import Job, JobBusyError
 from empanada_desktop.ui.wizard import advice
 from empanada_desktop.ui.wizard.live_plot import LivePlot
 from empanada_desktop.ui.wizard.settings_page import format_duration
-from empanada_desktop.ui.worker import Job, JobBusyError, show_error
+from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +35,19 @@ def finetune_job(config=None, resume_dir: Path | None = None):
 
     def job(stop):
         from empanada_desktop.backend.finetune.loop import finetune
-        from empanada_desktop.backend.finetune.run import read_run_config
+        from empanada_desktop.backend.finetune.run_folder import resume_config
 
         if resume_dir is not None:
-            # The loop reads the rest of the saved config itself; the device may differ now.
-            saved = read_run_config(Path(resume_dir))
-            return (yield from finetune(saved.replace(resume=Path(resume_dir)), stop))
+            return (yield from finetune(resume_config(resume_dir), stop))
         return (yield from finetune(config, stop))
 
     return job
 
 
 class RunPage(QWizardPage):
-    def __init__(self, parent=None):
+    def __init__(self, state: WizardState, parent=None):
         super().__init__(parent)
+        self.state = state
         self.setTitle("Finetuning")
         self.setSubTitle(advice.CANCEL)
         self.progress = QProgressBar()
@@ -94,18 +95,16 @@ class RunPage(QWizardPage):
     def initializePage(self) -> None:
         if not self.autostart:
             return
-        wizard = self.wizard()
-        resume_run = getattr(wizard, "resume_run", None)
-        if resume_run is not None:
-            self.start(resume_dir=resume_run.run_dir)
+        if self.state.resume_run is not None:
+            self.start(resume_dir=self.state.resume_run.run_dir)
         else:
-            self.start(config=wizard.config)
+            self.start(config=self.state.config)
 
     def isComplete(self) -> bool:
         return self.outcome == "finished" and self.result is not None
 
     def validatePage(self) -> bool:
-        self.wizard().result = self.result
+        self.state.result = self.result
         return True
 
     def cleanupPage(self) -> None:

@@ -23,13 +23,14 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
+from empanada_desktop.backend.finetune.config import LAYER_CHOICES, default_of
 from empanada_desktop.core.errors import ConfigError, UserError
+from empanada_desktop.ui.shell.worker import Job, JobBusyError, JobFailed, run_job, spawn
 from empanada_desktop.ui.wizard import advice
-from empanada_desktop.ui.worker import Job, JobBusyError, JobFailed, run_job, spawn
+from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
 
-LAYER_CHOICES = ("none", "stage4", "stage3", "stage2", "stage1", "all")
 # Settings the wizard's own widgets own; an advanced YAML may set everything else.
 _WIDGET_KEYS = {"model", "train_dirs", "val_dir", "layers", "iterations", "patch_size",
                 "batch_size", "device", "new_name", "register"}
@@ -54,8 +55,9 @@ def _help(text: str) -> QLabel:
 
 
 class SettingsPage(QWizardPage):
-    def __init__(self, parent=None):
+    def __init__(self, state: WizardState, parent=None):
         super().__init__(parent)
+        self.state = state
         self.setTitle("Settings")
         self.setSubTitle("Each choice is explained where you make it; the defaults follow "
                          "empanada's best-practice advice.")
@@ -76,19 +78,19 @@ class SettingsPage(QWizardPage):
             layers_layout.addWidget(_help(advice.LAYERS[name]), row, 2)
         layers_layout.setColumnStretch(2, 1)
         layers_layout.setRowStretch(len(LAYER_CHOICES) + 1, 1)
-        self.layer_buttons["none"].setChecked(True)
+        self.layer_buttons[default_of("layers")].setChecked(True)
 
         self.iterations = QSpinBox()
         self.iterations.setRange(1, 100000)
-        self.iterations.setValue(100)
+        self.iterations.setValue(default_of("iterations"))
         self.patch_size = QSpinBox()
         self.patch_size.setRange(16, 4096)
         self.patch_size.setSingleStep(16)
-        self.patch_size.setValue(256)
+        self.patch_size.setValue(default_of("patch_size"))
         self.patch_check = QLabel("")
         self.batch_size = QSpinBox()
         self.batch_size.setRange(1, 512)
-        self.batch_size.setValue(16)
+        self.batch_size.setValue(default_of("batch_size"))
         self.batch_note = QLabel("")
         self.batch_note.setWordWrap(True)
         self.device = QComboBox()
@@ -159,19 +161,17 @@ class SettingsPage(QWizardPage):
     def initializePage(self) -> None:
         from empanada_desktop.core.registry import ModelRegistry
 
-        wizard = self.wizard()
-        model_name = wizard.model_name
+        model_name = self.state.model_name
         try:
             self.padding_factor = ModelRegistry().get(model_name).config.padding_factor
         except UserError as error:
             log.warning("padding factor of %s unknown: %s", model_name, error)
         self.patch_help.setText(advice.PATCH_SIZE.format(padding=self.padding_factor))
         if self.patch_size.value() % self.padding_factor:
-            self.patch_size.setValue(max(self.padding_factor,
-                                         round(256 / self.padding_factor) * self.padding_factor))
+            steps = round(default_of("patch_size") / self.padding_factor)
+            self.patch_size.setValue(max(self.padding_factor, steps * self.padding_factor))
         self.patch_size.setSingleStep(self.padding_factor)
-        remedy = getattr(wizard, "remedy", None)
-        count = getattr(wizard, "train_count", 0)
+        remedy, count = self.state.remedy, self.state.train_count
         if remedy == "smaller_batch" and count:
             self.batch_size.setValue(min(self.batch_size.value(), count))
         if not self.new_name.text():
@@ -186,7 +186,7 @@ class SettingsPage(QWizardPage):
 
     def validatePage(self) -> bool:
         try:
-            self.wizard().config = self.build_config()
+            self.state.config = self.build_config()
         except UserError as error:
             self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
             return False
@@ -206,12 +206,11 @@ class SettingsPage(QWizardPage):
     def build_config(self):
         from empanada_desktop.backend.finetune.config import FinetuneConfig
 
-        wizard = self.wizard()
-        remedy = getattr(wizard, "remedy", None)
-        count = getattr(wizard, "train_count", 0)
+        state = self.state
+        remedy, count = state.remedy, state.train_count
         settings = dict(self.overrides)
         settings.update(
-            model=wizard.model_name, train_dirs=tuple(wizard.train_dirs), val_dir=wizard.val_dir,
+            model=state.model_name, train_dirs=tuple(state.train_dirs), val_dir=state.val_dir,
             layers=self.layers(), iterations=self.iterations.value(),
             patch_size=self.patch_size.value(), batch_size=self.batch_size.value(),
             device=self.device_choice(), new_name=self.new_name.text().strip(), register=False,
@@ -272,14 +271,14 @@ class SettingsPage(QWizardPage):
 
     def _check_batch(self) -> None:
         batch = self.batch_size.value()
-        count = getattr(self.wizard(), "train_count", 0) if self.wizard() else 0
+        count = self.state.train_count
         notes = []
         if batch < 16:
             notes.append("Below 16 the BatchNorm statistics get unstable; results may be noisier.")
         if count and batch > count:
             notes.append(f"You have {count} patches: "
                          + ("they are repeated to fill each batch." if
-                            getattr(self.wizard(), "remedy", None) == "duplicate" else
+                            self.state.remedy == "duplicate" else
                             f"lower the batch size to {count} or allow repeating patches."))
         self.batch_note.setText(" ".join(notes))
 

@@ -1,8 +1,7 @@
 """The finetune wizard: from "the model is not good enough on my data" to a better model.
 
-Pages share their choices through attributes of the wizard (``model_name``, ``train_dirs``,
-``val_dir``, ``train_count``, ``remedy``, ``config``, ``resume_run``, ``result``) rather than
-QWizard fields, because most are paths, lists or config objects.
+Pages share their choices through one :class:`~empanada_desktop.ui.wizard.state.WizardState`
+that the wizard holds (``wizard.state``) and hands to each page.
 """
 
 from __future__ import annotations
@@ -16,13 +15,19 @@ from PySide6.QtWidgets import QWidget, QWizard
 
 from empanada_desktop.ui.wizard.data_page import DataPage
 from empanada_desktop.ui.wizard.model_page import ModelPage
+from empanada_desktop.ui.wizard.page_ids import (
+    PAGE_DATA,
+    PAGE_MODEL,
+    PAGE_RESULTS,
+    PAGE_RUN,
+    PAGE_SETTINGS,
+)
 from empanada_desktop.ui.wizard.results_page import ResultsPage
 from empanada_desktop.ui.wizard.run_page import RunPage
 from empanada_desktop.ui.wizard.settings_page import SettingsPage
+from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
-
-PAGE_MODEL, PAGE_DATA, PAGE_SETTINGS, PAGE_RUN, PAGE_RESULTS = range(5)
 
 
 class FinetuneWizard(QWizard):
@@ -39,19 +44,12 @@ class FinetuneWizard(QWizard):
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, False)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
         self.resize(1000, 720)
-        self.model_name: str | None = None
-        self.train_dirs: list[Path] = []
-        self.val_dir: Path | None = None
-        self.train_count = 0
-        self.remedy: str | None = None
-        self.config = None
-        self.resume_run = None
-        self.result = None
-        self.model_page = ModelPage()
-        self.data_page = DataPage(training_set_dir=training_set_dir)
-        self.settings_page = SettingsPage()
-        self.run_page = RunPage()
-        self.results_page = ResultsPage()
+        self.state = WizardState()
+        self.model_page = ModelPage(self.state)
+        self.data_page = DataPage(self.state, training_set_dir=training_set_dir)
+        self.settings_page = SettingsPage(self.state)
+        self.run_page = RunPage(self.state)
+        self.results_page = ResultsPage(self.state)
         for page_id, page in ((PAGE_MODEL, self.model_page), (PAGE_DATA, self.data_page),
                               (PAGE_SETTINGS, self.settings_page), (PAGE_RUN, self.run_page),
                               (PAGE_RESULTS, self.results_page)):

@@ -12,7 +12,7 @@ from empanada_desktop.backend.finetune.targets import gaussian_kernel1d, make_ta
 
 
 def _reference_targets(mask: np.ndarray, sigma: float = 6.0):
-    """Per-instance loop, written from the description in EMPANADA_FORMATS.md section 5."""
+    """Per-instance loop, written from the description in docs/EMPANADA_FORMATS.md section 5."""
     h, w = mask.shape
     heat = np.zeros((h, w), np.float64)
     centers = np.zeros((2, h, w), np.float64)

@@ -1,0 +1,1 @@
+"""Models: the model manager and the inference panel."""

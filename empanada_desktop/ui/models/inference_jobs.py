@@ -1,0 +1,57 @@
+"""The inference panel's worker jobs, and the model it keeps loaded between 2D runs.
+
+Everything here runs in the worker thread (``ui.shell.worker.Job``) or, for the patch picker's
+prediction provider, in the thread that calls it; torch is imported only when a job runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+
+class ModelCache:
+    """(model name, device) -> (model, ModelConfig); used only from one worker job at a time."""
+
+    def __init__(self):
+        self.key = None
+        self.value = None
+        self.lock = threading.Lock()
+
+    def get(self, name: str, device: str):
+        with self.lock:
+            if self.key != (name, device):
+                from empanada_desktop.backend.loading import load_registered
+
+                self.value = load_registered(name, device=device)
+                self.key = (name, device)
+            return self.value
+
+
+def segment_image(cache: ModelCache, model_name: str, settings, image: np.ndarray) -> np.ndarray:
+    """Segment one 2D image with ``model_name`` (loaded through ``cache``) and ``settings``."""
+    from empanada_desktop.backend.devices import resolve_device
+    from empanada_desktop.backend.inference.engine2d import Engine2D
+
+    device = str(resolve_device(settings.device))
+    model, model_config = cache.get(model_name, device)
+    return Engine2D(model, model_config, settings, device).segment(image)
+
+
+def segment2d_job(cache: ModelCache, model_name: str, settings, image: np.ndarray):
+    def job(stop):
+        return segment_image(cache, model_name, settings, image)
+        yield  # pragma: no cover - makes this a generator
+
+    return job
+
+
+def segment3d_job(model_name: str, volume, settings, out_path: Path):
+    def job(stop):
+        from empanada_desktop.backend.inference.engine3d import segment_volume
+
+        return (yield from segment_volume(model_name, volume, settings, out_path, stop))
+
+    return job

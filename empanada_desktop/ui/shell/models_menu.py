@@ -1,0 +1,68 @@
+"""The main window's model features: the inference panel, the Models menu (finetune wizard and
+model manager), and the model that pre-fills the patches the patch picker picks."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtGui import QAction
+
+from empanada_desktop.ui.models.inference_panel import InferencePanel
+from empanada_desktop.ui.models.model_manager import ModelManagerDialog
+from empanada_desktop.ui.wizard.wizard import FinetuneWizard
+
+log = logging.getLogger(__name__)
+
+
+def viewport_of(viewer):
+    """The visible (row0, row1, col0, col1) of the viewer's image, from its pyqtgraph ViewBox."""
+
+    def visible():
+        (x0, x1), (y0, y1) = viewer.view_box.viewRange()
+        return int(y0), int(y1) + 1, int(x0), int(x1) + 1
+
+    return visible
+
+
+def add_model_features(main_window) -> None:
+    """Add the inference panel, the Models menu and the finetune wizard to ``main_window``."""
+    panel = InferencePanel(main_window.document, viewport_of(main_window.viewer))
+    main_window.inference_panel = panel
+    main_window.add_panel("Inference", panel, "right")
+    main_window.set_prediction_provider(panel.prediction_provider)
+
+    def open_wizard() -> FinetuneWizard:
+        wizard = FinetuneWizard(main_window, training_set_dir=main_window.training_set_dir)
+        wizard.modelRegistered.connect(lambda name: panel.refresh_models())
+        wizard.openInInference.connect(lambda name: show_in_inference(main_window, name))
+        main_window.finetune_wizard = wizard
+        wizard.show()
+        return wizard
+
+    def open_manager() -> ModelManagerDialog:
+        dialog = ModelManagerDialog(main_window)
+        dialog.modelsChanged.connect(lambda: panel.refresh_models())
+        main_window.model_manager = dialog
+        dialog.show()
+        return dialog
+
+    finetune = QAction("Finetune a model ...", main_window)
+    finetune.setStatusTip("Adapt a model to your images, step by step")
+    finetune.triggered.connect(open_wizard)
+    manage = QAction("Manage models ...", main_window)
+    manage.setStatusTip("Import, rename, remove and export models")
+    manage.triggered.connect(open_manager)
+    main_window.add_menu_action("&Models", finetune)
+    main_window.add_menu_action("&Models", manage)
+    main_window.open_finetune_wizard = open_wizard
+    main_window.open_model_manager = open_manager
+
+
+def show_in_inference(main_window, name: str) -> None:
+    """Select the model ``name`` in the inference panel and bring the panel to the front."""
+    panel = main_window.inference_panel
+    panel.select_model(name)
+    dock = main_window.docks.get("Inference")
+    if dock is not None:
+        dock.show()
+        dock.raise_()

@@ -1,0 +1,1 @@
+"""Training data: picking patches, the training set, its gallery and the autosave."""

@@ -1,0 +1,13 @@
+"""The finetune wizard's page ids, in the order the pages come (shared by the wizard and its pages)."""
+
+from __future__ import annotations
+
+PAGE_MODEL, PAGE_DATA, PAGE_SETTINGS, PAGE_RUN, PAGE_RESULTS = range(5)
+
+PAGE_NAMES = {
+    PAGE_MODEL: "model",
+    PAGE_DATA: "data",
+    PAGE_SETTINGS: "settings",
+    PAGE_RUN: "run",
+    PAGE_RESULTS: "results",
+}
