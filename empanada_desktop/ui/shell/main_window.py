@@ -18,6 +18,7 @@ from empanada_desktop import __version__
 from empanada_desktop.core import opening
 from empanada_desktop.core.errors import UserError
 from empanada_desktop.ui.shell.messages import show_error
+from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
 from empanada_desktop.ui.shell.models_menu import add_model_features
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.shell.settings import app_settings
@@ -109,7 +110,7 @@ class MainWindow(QMainWindow):
         qt_area = AREAS[area] if isinstance(area, str) else area
         dock = QDockWidget(name, self)
         dock.setObjectName(f"dock_{name}")
-        dock.setWidget(widget)
+        dock.setWidget(scrollable(widget))
         self.addDockWidget(qt_area, dock)
         same_side = [d for d in self.docks.values() if self.dockWidgetArea(d) == qt_area]
         if same_side and qt_area in (AREAS["left"], AREAS["right"]) and len(same_side) >= 2:
@@ -306,7 +307,7 @@ class MainWindow(QMainWindow):
         if geometry is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1280, 820)
+            self.resize(fit_to_screen(self, 1280, 820))
         state = self.settings.value("window_state")
         if state is not None:
             self.restoreState(state)

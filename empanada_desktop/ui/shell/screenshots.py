@@ -22,8 +22,14 @@ log = logging.getLogger(__name__)
 DEFAULT_SIZE = (1200, 800)
 
 
-def render_all(out_dir: str | Path, names: list[str] | None = None) -> list[Path]:
-    """Render the registered screens (all, or ``names``) to ``out_dir/<name>.png``."""
+def render_all(out_dir: str | Path, names: list[str] | None = None,
+               screen: tuple[int, int] | None = None) -> list[Path]:
+    """Render the registered screens (all, or ``names``) to ``out_dir/<name>.png``.
+
+    With ``screen`` (width, height), windows (the main window, the wizard, dialogs) are shown
+    at that size and panels at their own size but never larger; a screen whose minimum size
+    does not fit raises :class:`ScreenTooSmall` after all screens are written.
+    """
     from PySide6.QtWidgets import QApplication
 
     from empanada_desktop.ui.shell.theme import apply_theme, configure_pyqtgraph
@@ -36,7 +42,7 @@ def render_all(out_dir: str | Path, names: list[str] | None = None) -> list[Path
     scratch = tempfile.TemporaryDirectory(prefix="empanada-screens-")
     os.environ["EMPANADA_DESKTOP_HOME"] = scratch.name
     try:
-        return _render(out_dir, names, app)
+        return _render(out_dir, names, app, screen)
     finally:
         if previous_home is None:
             os.environ.pop("EMPANADA_DESKTOP_HOME", None)
@@ -45,7 +51,11 @@ def render_all(out_dir: str | Path, names: list[str] | None = None) -> list[Path
         scratch.cleanup()
 
 
-def _render(out_dir, names, app) -> list[Path]:
+class ScreenTooSmall(Exception):
+    """Some screens need more room than the requested screen size."""
+
+
+def _render(out_dir, names, app, screen=None) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     unknown = sorted(set(names or []) - set(registered_screens()))
@@ -53,16 +63,23 @@ def _render(out_dir, names, app) -> list[Path]:
         from empanada_desktop.core.errors import UserError
 
         raise UserError(f"Unknown screen(s) {', '.join(unknown)}; known: {', '.join(registered_screens())}")
-    written = []
+    written, too_big = [], []
     for name in sorted(names or registered_screens()):
         try:
-            written.append(render_one(name, out_dir / f"{name}.png", app))
+            path = render_one(name, out_dir / f"{name}.png", app, screen)
+        except ScreenTooSmall as error:
+            too_big.append(str(error))
+            continue
         except Exception:
             log.exception("screen %s failed to render", name)
+            continue
+        written.append(path)
+    if too_big:
+        raise ScreenTooSmall("; ".join(too_big))
     return written
 
 
-def render_one(name: str, out_path: Path, app=None) -> Path:
+def render_one(name: str, out_path: Path, app=None, screen: tuple[int, int] | None = None) -> Path:
     from PySide6.QtWidgets import QApplication
 
     from empanada_desktop.core.atomic import atomic_path
@@ -70,10 +87,27 @@ def render_one(name: str, out_path: Path, app=None) -> Path:
     app = app or QApplication.instance()
     made = screen_factory(name)()
     widget, size = made if isinstance(made, tuple) else (made, None)
-    widget.resize(*(size or DEFAULT_SIZE))
+    width, height = size or DEFAULT_SIZE
+    if screen is not None:
+        from PySide6.QtWidgets import QDialog, QMainWindow, QWizard
+
+        if isinstance(widget, (QMainWindow, QWizard, QDialog)):
+            width, height = screen
+        elif widget.minimumSizeHint().height() > screen[1]:
+            from empanada_desktop.ui.shell.layout import scrollable
+
+            widget = scrollable(widget)  # as in its dock in the main window: it scrolls
+        width, height = min(width, screen[0]), min(height, screen[1])
+    widget.resize(width, height)
     widget.show()
     for _ in range(5):
         app.processEvents()
+    if screen is not None:
+        needed = widget.minimumSizeHint().expandedTo(widget.minimumSize())
+        if needed.width() > screen[0] or needed.height() > screen[1]:
+            widget.close()
+            widget.deleteLater()
+            raise ScreenTooSmall(f"{name} needs at least {needed.width()} x {needed.height()} px")
     pixmap = widget.grab()
     with atomic_path(out_path) as tmp:
         if not pixmap.save(str(tmp), "PNG"):
