@@ -20,6 +20,7 @@ from empanada_desktop.core.errors import UserError
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
 from empanada_desktop.ui.shell.models_menu import add_model_features
+from empanada_desktop.ui.shell.quit_guard import confirm_and_stop_jobs
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.shell.settings import app_settings
 from empanada_desktop.ui.shell.theme import apply_theme, current_theme
@@ -313,6 +314,9 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
 
     def closeEvent(self, event):  # noqa: N802
+        if not confirm_and_stop_jobs(self):
+            event.ignore()
+            return
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()

@@ -236,6 +236,11 @@ def running_job(kind: str) -> Job | None:
     return job if job is not None and job.is_running else None
 
 
+def running_jobs() -> list[Job]:
+    """Every job running now."""
+    return [job for job in _running.values() if job.is_running]
+
+
 def cancel_all(timeout_ms: int = 30000) -> None:
     """Cancel every running job and wait for its thread (call when the app closes)."""
     for job in list(_running.values()):
