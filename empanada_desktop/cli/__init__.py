@@ -34,9 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="empanada-desktop",
         description=(
             "Finetune empanada segmentation models (MitoNet and friends) on your own EM images. "
-            "Without a command, opens the desktop app (optionally on FILE)."
+            "Without a command, opens the desktop app: empanada-desktop [FILE | --demo] opens FILE "
+            "(an image, a stack or a folder of 2D images) or the demo volume in it."
         ),
     )
+    parser.add_argument("--demo", action="store_true", help="open the app on the demo volume")
     parser.add_argument("--version", action="version", version=f"empanada-desktop {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,10 +58,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     first = next((a for a in argv if a not in ("-v", "--verbose")), None)
-    if first is None or (not first.startswith("-") and first not in _command_names(parser)):
+    commands = _command_names(parser)
+    if first is None or first == "--demo" or (not first.startswith("-") and first not in commands):
         # No command: the desktop app, with any files given.
-        from empanada_desktop.cli.gui import launch_gui
+        from empanada_desktop.cli.gui import gui_problem, launch_gui
 
+        problem = gui_problem(first, commands)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return EXIT_USER_ERROR
         return launch_gui([a for a in argv if a not in ("-v", "--verbose")])
     args = parser.parse_args(argv)
     logging.basicConfig(
