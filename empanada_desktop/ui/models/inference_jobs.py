@@ -49,9 +49,29 @@ def segment2d_job(cache: ModelCache, model_name: str, settings, image: np.ndarra
 
 
 def segment3d_job(model_name: str, volume, settings, out_path: Path):
+    """Worker job returning ``(path, number of objects)``, or None when stopped."""
+
     def job(stop):
+        from empanada_desktop.backend.events import Progress
         from empanada_desktop.backend.inference.engine3d import segment_volume
 
-        return (yield from segment_volume(model_name, volume, settings, out_path, stop))
+        path = yield from segment_volume(model_name, volume, settings, out_path, stop)
+        if path is None:
+            return None
+        yield Progress(step=0, total=0, message="counting the objects found ...")
+        return path, count_objects(path)
 
     return job
+
+
+def count_objects(path: Path) -> int:
+    """Distinct non-zero labels in a label TIFF, read slice by slice (it may be larger than RAM)."""
+    from empanada_desktop.core.imageio import read_image
+
+    labels = read_image(path, mmap=True)
+    stack = labels if labels.ndim == 3 else labels[np.newaxis]
+    seen: set[int] = set()
+    for plane in stack:
+        seen.update(int(v) for v in np.unique(np.asarray(plane)))
+    seen.discard(0)
+    return len(seen)

@@ -104,7 +104,7 @@ class VolumeSegmentation(QGroupBox):
         out_path = Path(out_path) if out_path else subdir("inference") / f"{stem}_{name}_labels.tif"
         job = Job("inference3d", segment3d_job(name, doc.image, settings, out_path))
         job.event.connect(self._on_event)
-        job.finished.connect(lambda path: self._on_done(path, id(doc.image)))
+        job.finished.connect(lambda result: self._on_done(result, id(doc.image)))
         job.failed.connect(self._on_failed)
         try:
             job.start()
@@ -125,15 +125,16 @@ class VolumeSegmentation(QGroupBox):
 
     def _on_event(self, event) -> None:
         if isinstance(event, Progress):
-            self.progress.setMaximum(max(event.total, 1))
+            self.progress.setRange(0, event.total)  # total 0: busy, no known end
             self.progress.setValue(event.step)
             if event.message:
                 self.report(event.message)
 
-    def _on_done(self, path, image_id: int) -> None:
+    def _on_done(self, result, image_id: int) -> None:
         self.cancel_button.setEnabled(False)
         cancelled = self.job is not None and self.job.cancel_requested
         self.jobEnded.emit()
+        path, count = result if result is not None else (None, 0)
         if cancelled or path is None:
             self.report("Cancelled; the labels were not changed.")
             return
@@ -147,8 +148,9 @@ class VolumeSegmentation(QGroupBox):
         except UserError as error:
             show_error(self, "Cannot show the result", str(error))
             return
-        self.progress.setValue(self.progress.maximum())
-        self.report(f"Done; the labels are also saved in {path}.")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(1)
+        self.report(f"Done: {count} object(s) found; the labels are also saved in {path}.")
         self.labelsWritten.emit()
 
     def _on_failed(self, message: str) -> None:

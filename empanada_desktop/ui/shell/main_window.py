@@ -80,6 +80,7 @@ class MainWindow(QMainWindow):
         self.document.imageChanged.connect(self._update_title)
         self.statusBar().showMessage("Open an image (Ctrl+O), a folder of 2D images, or the demo.")
         self._restore_geometry()
+        self._reopen_training_set()
 
     def _build_panels(self) -> None:
         """The annotation and training-data panels; others are added through add_panel."""
@@ -133,6 +134,20 @@ class MainWindow(QMainWindow):
 
     def set_training_set_dir(self, path: Path | None) -> None:
         self._training_set_dir = Path(path) if path else None
+        self.settings.setValue("training_set_dir", str(path) if path else "")
+
+    def _reopen_training_set(self) -> None:
+        """The set saved or opened last time comes back in the Training set panel."""
+        saved = str(self.settings.value("training_set_dir", "") or "")
+        if not saved or not Path(saved).is_dir() or self.training_set.patches:
+            return
+        self._training_set_dir = Path(saved)
+        try:
+            self.training_set.load(saved)
+        except UserError as error:
+            log.info("the last training set %s was not reopened: %s", saved, error)
+            return
+        self.statusBar().showMessage(f"Reopened the training set {saved}.", 8000)
 
     def _menu(self, title: str) -> QMenu:
         key = title.replace("&", "")

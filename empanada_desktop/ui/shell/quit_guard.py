@@ -25,6 +25,7 @@ WHAT_IS_KEPT = {
                    "not kept and the labels on screen stay as they were",
     "inference2d": "the slice segmentation is stopped",
     "compare": "the before/after comparison is stopped",
+    "training-metrics": "the before/after scoring is stopped",
     "estimate": "the speed measurement is stopped",
     "model-import": "the model import is stopped; the model list stays as it was",
 }

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QRectF, Qt
-from PySide6.QtGui import QPen
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGraphicsRectItem, QLabel,
-                               QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtGui import QColor, QPen
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGraphicsEllipseItem,
+                               QGraphicsItem, QGraphicsRectItem, QLabel, QPushButton, QSpinBox,
+                               QVBoxLayout, QWidget)
 
 from empanada_desktop.core import patches as geometry
 from empanada_desktop.ui.shell.screen_registry import register_screen
@@ -48,6 +49,7 @@ class PatchPicker(QWidget):
         self.points: list[tuple[str, int, float, float]] = []
         self.prediction_provider: PredictionProvider | None = None
         self._outlines: list[QGraphicsRectItem] = []
+        self._markers: list[QGraphicsItem] = []
         self._previous_handler = None
         self.rng = np.random.default_rng()
 
@@ -95,6 +97,8 @@ class PatchPicker(QWidget):
         layout.addStretch(1)
         document.imageChanged.connect(self._image_changed)
         document.sliceChanged.connect(self.show_outlines)
+        document.sliceChanged.connect(self.show_markers)
+        self.size_spin.valueChanged.connect(lambda *_: self.show_markers())
         training_set.changed.connect(self.show_outlines)
         self._image_changed()
 
@@ -110,7 +114,10 @@ class PatchPicker(QWidget):
         if on:
             self._previous_handler = self.viewer.mouse_handler
             self.viewer.set_mouse_handler(self)
-            self.info.setText("Click on the image to add patch centres.")
+            if self.mode_combo.currentIndex() == 0:
+                self.mode_combo.setCurrentIndex(1)  # clicking means: patches at these points
+            self.info.setText("Click on the image to add patch centres; the dashed squares show "
+                              "the patches. Then Pick patches.")
         elif self.viewer.mouse_handler is self:
             self.viewer.set_mouse_handler(self._previous_handler)
 
@@ -126,12 +133,41 @@ class PatchPicker(QWidget):
 
     def add_point(self, row: float, col: float) -> None:
         self.points.append((self.document.plane, self.document.index, float(row), float(col)))
-        self.info.setText(f"{len(self.points)} point(s) clicked.")
+        if self.mode_combo.currentIndex() == 0:
+            self.mode_combo.setCurrentIndex(1)
+        self.info.setText(f"{len(self.points)} point(s) clicked; Pick patches adds a patch at each.")
+        self.show_markers()
 
     def clear_points(self) -> None:
         self.points = []
         self.info.setText("")
+        self.show_markers()
 
+    def show_markers(self) -> None:
+        """A dot at each clicked point of the slice on screen and a dashed square for its patch."""
+        for item in self._markers:
+            self.viewer.remove_overlay(item)
+        self._markers = []
+        doc, size = self.document, self.size_spin.value()
+        if doc.image is None:
+            return
+        pen = QPen(Qt.GlobalColor.cyan)
+        pen.setCosmetic(True)
+        pen.setWidth(2)
+        dashed = QPen(pen)
+        dashed.setStyle(Qt.PenStyle.DashLine)
+        for plane, index, row, col in self.points:
+            if plane != doc.plane or index != doc.index:
+                continue
+            dot = QGraphicsEllipseItem(QRectF(col - 3, row - 3, 6, 6))
+            box = QGraphicsRectItem(QRectF(col - size / 2, row - size / 2, size, size))
+            dot.setPen(pen)
+            dot.setBrush(Qt.GlobalColor.cyan)
+            box.setPen(dashed)
+            for item in (dot, box):
+                item.setZValue(21)
+                self.viewer.add_overlay(item)
+                self._markers.append(item)
     # -- picking ---------------------------------------------------------------------------
     def _image_changed(self) -> None:
         doc = self.document
@@ -194,9 +230,22 @@ class PatchPicker(QWidget):
             source = doc.stack_names[box.index].rsplit(".", 1)[0] if doc.is_stack else stem
             patches.append(Patch(source, geometry.patch_name(stem, box), image, mask,
                                  {**box.to_dict(), "path": str(doc.path or "")}))
+        overlapping = self._count_overlaps(boxes)
         self.training_set.add(patches)
-        self.info.setText(f"Added {len(patches)} patch(es); {self.training_set.count_text()}.")
+        text = f"Added {len(patches)} patch(es); {self.training_set.count_text()}."
+        if overlapping:
+            text += (f" {overlapping} of them overlap another patch (outlined in orange): the shared "
+                     "pixels are trained on twice; move the points apart if that is not intended.")
+        self.info.setText(text)
+        if self.mode_combo.currentIndex() > 0:
+            self.points = []  # used: the next clicks start a new batch
+            self.show_markers()
         return patches
+
+    def _count_overlaps(self, boxes: list[geometry.PatchBox]) -> int:
+        existing = [_box(p) for p in self.training_set.patches if _has_box(p, self.document)]
+        return sum(1 for i, box in enumerate(boxes)
+                   if any(box.overlaps(other) for other in existing + boxes[:i] + boxes[i + 1:]))
 
     def _predict(self, image2d: np.ndarray) -> np.ndarray:
         try:
@@ -227,14 +276,21 @@ class PatchPicker(QWidget):
         pen = QPen(Qt.GlobalColor.yellow)
         pen.setCosmetic(True)
         pen.setWidth(2)
-        for patch in self.training_set.patches:
-            o = patch.origin
-            if _has_box(patch, doc) and o["plane"] == doc.plane and o["index"] == doc.index:
-                item = QGraphicsRectItem(QRectF(o["col"], o["row"], o["size"], o["size"]))
-                item.setPen(pen)
+        overlap_pen = QPen(pen)
+        overlap_pen.setColor(QColor(255, 140, 0))
+        boxes = [_box(p) for p in self.training_set.patches if _has_box(p, doc)]
+        for box in boxes:
+            if box.plane == doc.plane and box.index == doc.index:
+                item = QGraphicsRectItem(QRectF(box.col, box.row, box.size, box.size))
+                overlaps = sum(box.overlaps(other) for other in boxes) > 1  # itself, and another
+                item.setPen(overlap_pen if overlaps else pen)
                 item.setZValue(20)
                 self.viewer.add_overlay(item)
                 self._outlines.append(item)
+
+
+def _box(patch: Patch) -> geometry.PatchBox:
+    return geometry.PatchBox(**{k: patch.origin[k] for k in ("plane", "index", "row", "col", "size")})
 
 
 def _has_box(patch: Patch, document: Document) -> bool:

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (QDialog, QDoubleSpinBox, QFileDialog, QHBoxLayout
 
 from empanada_desktop.core.errors import UserError
 from empanada_desktop.ui.shell.screen_registry import register_screen
+from empanada_desktop.ui.training_data.save_set_dialog import SaveSetDialog, default_set_folder
 from empanada_desktop.ui.training_data.training_set import Patch, TrainingSet
 from empanada_desktop.ui.viewer.annotation import AnnotationController
 from empanada_desktop.ui.viewer.annotation_panel import AnnotationPanel
@@ -23,6 +24,9 @@ from empanada_desktop.ui.viewer.viewer import Viewer
 
 log = logging.getLogger(__name__)
 THUMB = 112
+
+
+DEFAULT_VAL_SHARE = 0.2
 
 
 def thumbnail(patch: Patch, size: int = THUMB) -> QPixmap:
@@ -52,7 +56,8 @@ class FocusedPatchView(QDialog):
         self.title = QLabel()
         self.done_button = QPushButton("Mark done (no objects)")
         self.done_button.setCheckable(True)
-        self.done_button.setToolTip("Count this patch as annotated even if it shows no objects")
+        self.done_button.setToolTip("Count this patch as annotated even if it shows no objects, "
+                                    "and go to the next patch")
         self.done_button.toggled.connect(self._set_done)
         previous, following = QPushButton("< Previous"), QPushButton("Next >")
         previous.setToolTip("Previous patch (Alt+Left)")
@@ -61,10 +66,15 @@ class FocusedPatchView(QDialog):
         following.setShortcut("Alt+Right")
         previous.clicked.connect(lambda: self.show_patch(self.index - 1))
         following.clicked.connect(lambda: self.show_patch(self.index + 1))
+        self.close_button = QPushButton("Close")
+        self.close_button.setToolTip("Close the patch editor; your painting is kept (Ctrl+W)")
+        self.close_button.setShortcut("Ctrl+W")
+        self.close_button.clicked.connect(self.accept)
         buttons = QHBoxLayout()
         for widget in (previous, following, self.done_button):
             buttons.addWidget(widget)
         buttons.addStretch(1)
+        buttons.addWidget(self.close_button)
         side = QVBoxLayout()
         side.addWidget(self.title)
         side.addWidget(self.panel, 1)
@@ -101,6 +111,8 @@ class FocusedPatchView(QDialog):
     def _set_done(self, done: bool) -> None:
         self.training_set.patches[self.index].done = done
         self._stroke_finished()
+        if done and self.index + 1 < len(self.training_set.patches):
+            self.show_patch(self.index + 1)  # marked done: on to the next patch
 
     def _stroke_finished(self) -> None:
         self.training_set.changed.emit()
@@ -137,7 +149,11 @@ class TrainingSetPanel(QWidget):
         self.val_spin.setSingleStep(0.05)
         self.val_spin.setDecimals(2)
         self.val_spin.setPrefix("validation share ")
+        self.val_spin.setValue(DEFAULT_VAL_SHARE)
         self.val_spin.setToolTip("Share of annotated patches saved to <folder>_val for validation")
+        self.val_note = QLabel()
+        self.val_note.setWordWrap(True)
+        self.val_spin.valueChanged.connect(lambda *_: self._update_val_note())
         save = QPushButton("Save set...")
         save.setToolTip("Save annotated patches in empanada's layout (appends to an existing set)")
         save.clicked.connect(self.choose_save)
@@ -155,6 +171,7 @@ class TrainingSetPanel(QWidget):
         layout.addWidget(self.gallery, 1)
         layout.addLayout(row1)
         layout.addLayout(row2)
+        layout.addWidget(self.val_note)
         training_set.changed.connect(self.refresh)
         self.refresh()
 
@@ -168,6 +185,19 @@ class TrainingSetPanel(QWidget):
         if 0 <= current < self.gallery.count():
             self.gallery.setCurrentRow(current)
         self.count_label.setText(self.training_set.count_text())
+        self._update_val_note()
+
+    def _update_val_note(self) -> None:
+        annotated = sum(1 for p in self.training_set.patches if p.annotated)
+        held = self.training_set.validation_count(self.val_spin.value(), annotated)
+        if self.val_spin.value() == 0:
+            self.val_note.setText("No patches held out: the finetune results then compare the "
+                                  "models on training patches, which flatters the new model.")
+        else:
+            self.val_note.setText(
+                f"{held} of {annotated} annotated patches will be held out to compare the models "
+                "before and after finetuning; they are not trained on. More held out: a surer "
+                "comparison, less to learn from.")
 
     def open_patch(self, index: int) -> FocusedPatchView | None:
         if not self.training_set.patches:
@@ -188,16 +218,18 @@ class TrainingSetPanel(QWidget):
         if row >= 0:
             self.training_set.remove(row)
 
-    def choose_save(self) -> None:
-        start = str(self.training_set.root or Path.home())
-        folder = QFileDialog.getExistingDirectory(self, "Save training set to folder", start)
-        if folder:
-            self.save(folder)
+    def choose_save(self) -> SaveSetDialog:
+        """Ask for the set's folder (it may not exist yet) and save there when accepted."""
+        image = next((p.source for p in self.training_set.patches), None)
+        dialog = SaveSetDialog(default_set_folder(self.training_set.root, image), self)
+        dialog.accepted.connect(lambda: self.save(dialog.folder()) if dialog.folder() else None)
+        dialog.open()
+        return dialog
 
     def save(self, folder: str | Path) -> dict | None:
         try:
             counts = self.training_set.save(folder, val_fraction=self.val_spin.value())
-        except UserError as error:
+        except (UserError, OSError) as error:
             QMessageBox.warning(self, "Cannot save the training set", str(error))
             return None
         self.savedTo.emit(Path(folder))

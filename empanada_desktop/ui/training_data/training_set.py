@@ -85,6 +85,13 @@ class TrainingSet(QObject):
         return f"annotated {self.annotated_count()} / {len(self.patches)}"
 
     # -- empanada layout ---------------------------------------------------------------------
+    @staticmethod
+    def validation_count(val_fraction: float, annotated: int) -> int:
+        """How many of ``annotated`` patches a share of ``val_fraction`` holds out (one is always
+        left for training)."""
+        n_val = int(round(val_fraction * annotated)) if val_fraction > 0 else 0
+        return n_val - 1 if n_val and n_val == annotated else n_val
+
     def save(self, root: str | Path, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
         """Write the annotated patches to ``root`` (appending to a set already there).
 
@@ -100,9 +107,7 @@ class TrainingSet(QObject):
             raise DatasetError("No patch is annotated yet: paint at least one patch (or mark it done) "
                                "before saving the training set.")
         order = np.random.default_rng(seed).permutation(len(ready))
-        n_val = int(round(val_fraction * len(ready))) if val_fraction > 0 else 0
-        if n_val and n_val == len(ready):
-            n_val -= 1
+        n_val = self.validation_count(val_fraction, len(ready))
         val_ids = {int(i) for i in order[:n_val]}
         val_root = root.with_name(root.name + "_val")
         for i, patch in enumerate(ready):

@@ -64,9 +64,14 @@ DATA_INTRO = (
 )
 
 VALIDATION = (
-    "Optional: a folder in the same layout with patches NOT used for training. With it you see "
-    "IoU, PQ and F1 before and after finetuning, and side-by-side results on the last page."
+    "Patches NOT used for training, in the same layout; with them the last page shows IoU, PQ "
+    "and F1 before and after finetuning and both models side by side. Saving the training set "
+    "in the app holds out a share of the patches in <i>&lt;folder&gt;_val</i>, chosen here "
+    "automatically. Without one, both models are compared on training patches (optimistic)."
 )
+
+VAL_IS_TRAIN = ("The validation folder {folder} is also a training folder: the model would be "
+                "judged on patches it learned from. Choose its _val folder or clear the field.")
 
 MODEL_INTRO = (
     "The model to start from. Finetuning adapts it to your images; the original stays as it is."

@@ -64,7 +64,7 @@ class DataPage(QWizardPage):
         self.add_folder_button = QPushButton("Add folder ...")
         self.remove_folder_button = QPushButton("Remove")
         self.val_edit = QLineEdit()
-        self.val_edit.setPlaceholderText("No validation set (optional)")
+        self.val_edit.setPlaceholderText("No validation set: compared on training patches (optimistic)")
         self.val_browse = QPushButton("Choose ...")
         self.val_clear = QPushButton("Clear")
         self.report_view = QTextBrowser()
@@ -132,7 +132,18 @@ class DataPage(QWizardPage):
             self.app_set_radio.setChecked(True)
         elif not self.app_set_radio.isChecked():
             self.folders_radio.setChecked(True)
+        self._suggest_val_dir()
         self.check()
+
+    def _suggest_val_dir(self) -> None:
+        """Fill in the share held out when the set was saved (``<folder>_val``), if there is one."""
+        if self.val_edit.text().strip():
+            return
+        for root in self.train_dirs():
+            held_out = root.with_name(root.name + "_val")
+            if held_out.is_dir():
+                self.val_edit.setText(str(held_out))
+                return
 
     def isComplete(self) -> bool:
         if self.train_report is None or self.total == 0 or self.train_problems:
@@ -177,6 +188,7 @@ class DataPage(QWizardPage):
         if str(folder) not in existing:
             self.folders_list.addItem(str(folder))
         self.folders_radio.setChecked(True)
+        self._suggest_val_dir()
         self.check()
 
     def _remove_selected_folder(self) -> None:
@@ -224,6 +236,8 @@ class DataPage(QWizardPage):
             self.val_problems = list(self.val_report.problems)
             if not val.is_dir():
                 self.val_problems.insert(0, f"Validation folder not found: {val}")
+            elif any(val.resolve() == r.resolve() for r in roots if r.is_dir()):
+                self.val_problems.insert(0, advice.VAL_IS_TRAIN.format(folder=val))
             elif not self.val_report.sources:
                 self.val_problems.append(f"No image/mask pairs in {val}.")
             parts.append(report_html("Validation", self.val_report, self.val_problems))

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 METRICS = (("iou", "IoU"), ("pq", "PQ"), ("f1", "F1@0.5"))
 MAX_PATCHES = 3
 THUMB = 180
+GALLERY_TITLE = "<b>Validation patches</b>: image, your labels, the original model, the finetuned model"
 
 
 def overlay_rgb(image: np.ndarray, labels: np.ndarray, alpha: float = 0.45) -> np.ndarray:
@@ -122,7 +123,9 @@ class ResultsPage(QWizardPage):
         save_row.addWidget(self.open_button)
         layout = QVBoxLayout(self)
         layout.addLayout(top)
-        layout.addWidget(QLabel("<b>Validation patches</b>: image, your labels, the original model, the finetuned model"))
+        self.gallery_title = QLabel(GALLERY_TITLE)
+        self.gallery_title.setWordWrap(True)
+        layout.addWidget(self.gallery_title)
         layout.addWidget(scroll, 1)
         layout.addLayout(save_row)
         layout.addWidget(self.saved_label)
@@ -130,9 +133,12 @@ class ResultsPage(QWizardPage):
         self.open_button.clicked.connect(self._open_in_inference)
         self.registered_name: str | None = None
         self.compare_task = None
+        self.metrics_task = None
 
     def initializePage(self) -> None:
         result = self.state.result
+        self.gallery_title.setText(GALLERY_TITLE)
+        self.table.setHorizontalHeaderLabels(["before", "after", "change"])
         self.show_metrics(result.baseline_metrics or {}, result.final_metrics or {})
         config = self.state.config
         self.name_edit.setText(result.model_name or (config.new_name if config else ""))
@@ -142,6 +148,8 @@ class ResultsPage(QWizardPage):
                                  "the model is not in your model list.")
         if result.exported_pth is not None:
             self._start_comparison(result)
+            if not result.baseline_metrics and not result.final_metrics:
+                self._score_on_training_patches(result)
         else:
             self._clear_gallery()
             self.register_button.setEnabled(False)
@@ -163,6 +171,31 @@ class ResultsPage(QWizardPage):
                               "x detection, matches at IoU > 0.5). F1@0.5: detected objects. "
                               "Higher is better for all three.")
 
+    def _score_on_training_patches(self, result) -> None:
+        """No validation set: score both models on training patches, labelled as optimistic."""
+        from empanada_desktop.ui.wizard.training_comparison import (
+            OPTIMISTIC_NOTE, training_metrics_job, training_pairs)
+
+        pairs = training_pairs(self.state.config.train_dirs if self.state.config else ())
+        if not pairs:
+            return
+        self.note.setText(f"Scoring both models on {len(pairs)} training patches ...")
+        job = Job("training-metrics", training_metrics_job(
+            self.state.config.model, Path(result.exported_pth), Path(result.exported_yaml), pairs))
+
+        async def flow():
+            try:
+                scores = await run_job(job)
+            except (JobFailed, JobBusyError) as error:
+                self.note.setText(f"No validation set, and scoring on the training patches failed: {error}")
+                return
+            if scores:
+                self.show_metrics(*scores)
+                self.table.setHorizontalHeaderLabels(["before*", "after*", "change"])
+                self.note.setText("* " + OPTIMISTIC_NOTE.format(n=len(pairs)))
+
+        self.metrics_task = spawn(flow())
+
     def _validation_pairs(self) -> list:
         from empanada_desktop.core.dataset import scan_dataset
 
@@ -175,8 +208,15 @@ class ResultsPage(QWizardPage):
     def _start_comparison(self, result) -> None:
         self._clear_gallery()
         pairs = self._validation_pairs()
+        if not pairs and result.exported_pth is not None:
+            from empanada_desktop.ui.wizard.training_comparison import training_pairs
+
+            pairs = training_pairs(self.state.config.train_dirs if self.state.config else ())
+            self.gallery_title.setText("<b>Training patches</b> (no validation set; the finetuned "
+                                       "model learned from these): image, your labels, the original "
+                                       "model, the finetuned model")
         if not pairs or result.exported_pth is None:
-            self.gallery_layout.addWidget(QLabel("No validation patches to compare."), 0, 0)
+            self.gallery_layout.addWidget(QLabel("No patches to compare."), 0, 0)
             return
         self.gallery_layout.addWidget(QLabel("Segmenting validation patches with both models ..."),
                                       0, 0)
