@@ -30,6 +30,7 @@ from empanada_desktop.ui.training_data.training_gallery import TrainingSetPanel
 from empanada_desktop.ui.training_data.training_set import TrainingSet
 from empanada_desktop.ui.viewer.annotation import AnnotationController
 from empanada_desktop.ui.viewer.annotation_panel import AnnotationPanel
+from empanada_desktop.ui.viewer.contrast import ContrastControls
 from empanada_desktop.ui.viewer.document import Document
 from empanada_desktop.ui.viewer.labels_layer import LabelsControls
 from empanada_desktop.ui.viewer.viewer import Viewer
@@ -68,6 +69,7 @@ class MainWindow(QMainWindow):
         for action in (self.open_action, self.demo_action):
             self.toolbar.addAction(action)
         self.add_panel("Labels", LabelsControls(self.viewer.labels_layer), "left")
+        self.add_panel("Contrast", ContrastControls(self.viewer), "left")
         self._build_panels()
         add_model_features(self)
         self._build_view_menu()
@@ -78,6 +80,8 @@ class MainWindow(QMainWindow):
 
         self.viewer.readoutChanged.connect(lambda text: self.statusBar().showMessage(text))
         self.document.imageChanged.connect(self._update_title)
+        self.document.imageChanged.connect(self._restore_z_scale)
+        self.viewer.z_scale_spin.valueChanged.connect(self._remember_z_scale)
         self.statusBar().showMessage("Open an image (Ctrl+O), a folder of 2D images, or the demo.")
         self._restore_geometry()
         self._reopen_training_set()
@@ -303,6 +307,24 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(path)
             action.triggered.connect(lambda _=False, p=path: self.open_path(p))
         self.recent_menu.setEnabled(bool(self.recent_files()))
+
+    def _restore_z_scale(self) -> None:
+        """Slice thickness for xz / yz: entered once per image, else from the file's voxel size."""
+        from empanada_desktop.core.voxel_size import read_voxel_size, z_scale
+
+        path = self.document.path
+        if path is None or not self.document.is_3d:
+            return
+        saved = self.settings.value(f"z_scale/{path.resolve().as_posix()}")
+        scale = float(saved) if saved else z_scale(read_voxel_size(path))
+        self._restoring_z = True
+        self.viewer.set_z_scale(scale)
+        self._restoring_z = False
+
+    def _remember_z_scale(self, value: float) -> None:
+        path = self.document.path
+        if path is not None and self.document.is_3d and not getattr(self, "_restoring_z", False):
+            self.settings.setValue(f"z_scale/{path.resolve().as_posix()}", float(value))
 
     def _update_title(self) -> None:
         self.setWindowTitle(f"{self.document.display_name} - empanada-desktop")

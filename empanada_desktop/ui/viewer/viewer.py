@@ -14,9 +14,10 @@ from typing import Protocol
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import (QComboBox, QHBoxLayout, QLabel, QSlider, QSpinBox, QVBoxLayout,
-                               QWidget)
+from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
+from PySide6.QtGui import QKeySequence, QShortcut, QTransform
+from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QSpinBox,
+                               QVBoxLayout, QWidget)
 
 from empanada_desktop.ui.viewer.document import Document
 from empanada_desktop.ui.viewer.labels_layer import LabelsLayer
@@ -32,11 +33,19 @@ class MouseHandler(Protocol):
     def release(self, pos: tuple[float, float]) -> None: ...
 
 
-def auto_levels(slice2d: np.ndarray) -> tuple[float, float]:
+def default_levels(slice2d: np.ndarray) -> tuple[float, float]:
+    """Contrast limits an image opens with: 8-bit EM is shown as it is (0..255, nothing clipped
+    to white); other types from wide percentiles (0.05 / 99.95) so bright cytoplasm keeps detail."""
+    if slice2d.dtype == np.uint8:
+        return 0.0, 255.0
+    return auto_levels(slice2d, (0.05, 99.95))
+
+
+def auto_levels(slice2d: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[float, float]:
     """Contrast limits from the 0.5 / 99.5 percentiles of (a subsample of) a slice."""
     step = max(1, int(np.sqrt(slice2d.size / 250_000)))
     sample = np.asarray(slice2d[::step, ::step], dtype=np.float64)
-    lo, hi = np.percentile(sample, (0.5, 99.5))
+    lo, hi = np.percentile(sample, percentiles)
     if hi <= lo:
         lo, hi = float(sample.min()), float(sample.max())
         if hi <= lo:
@@ -92,6 +101,7 @@ class Viewer(QWidget):
     """A slice viewer over a Document."""
 
     readoutChanged = Signal(str)
+    levelsChanged = Signal(float, float)
 
     def __init__(self, document: Document, parent: QWidget | None = None):
         super().__init__(parent)
@@ -119,6 +129,20 @@ class Viewer(QWidget):
         self.slider.valueChanged.connect(self.document.set_index)
         self.spin = QSpinBox()
         self.spin.valueChanged.connect(self.document.set_index)
+        self.z_scale_spin = QDoubleSpinBox()
+        self.z_scale_spin.setRange(0.05, 100.0)
+        self.z_scale_spin.setDecimals(2)
+        self.z_scale_spin.setValue(1.0)
+        self.z_scale_spin.setPrefix("z step ")
+        self.z_scale_spin.setSuffix(" px")
+        self.z_scale_spin.setToolTip(
+            "Slice thickness in xy pixels (e.g. 40 nm slices of 5 nm pixels: 8), so that the xz "
+            "and yz planes show the true proportions; read from the file when it says")
+        self.z_scale_spin.valueChanged.connect(lambda *_: self._apply_z_scale())
+        for key, step in ((Qt.Key.Key_PageDown, 1), (Qt.Key.Key_PageUp, -1)):
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.ShortcutContext.WindowShortcut)
+            shortcut.activated.connect(lambda step=step: self.step_slice(step))
         self.readout = QLabel(" ")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
@@ -130,6 +154,7 @@ class Viewer(QWidget):
         bottom.addWidget(self.plane_combo)
         bottom.addWidget(self.slider, 1)
         bottom.addWidget(self.spin)
+        bottom.addWidget(self.z_scale_spin)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(top, 1)
@@ -137,6 +162,8 @@ class Viewer(QWidget):
         layout.addWidget(self.readout)
 
         self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
+        self._wheel_filter = _CtrlWheelFilter(self)
+        self.graphics.viewport().installEventFilter(self._wheel_filter)
         document.imageChanged.connect(self._image_changed)
         document.sliceChanged.connect(self.refresh)
         document.labelsChanged.connect(self.refresh_labels)
@@ -162,6 +189,7 @@ class Viewer(QWidget):
             self.plane_combo.clear()
             self.plane_combo.addItems(list(doc.available_planes()) if doc.image is not None else ["xy"])
         self.plane_combo.setEnabled(len(doc.available_planes()) > 1)
+        self.z_scale_spin.setVisible(doc.image is not None and doc.is_3d and not doc.is_stack)
         self.refresh()
         self.refresh_labels()
         self.view_box.autoRange(padding=0.02)
@@ -184,10 +212,32 @@ class Viewer(QWidget):
             return
         self._slice = doc.current_slice()
         if self._levels is None:
-            self._levels = auto_levels(self._slice)
+            self._levels = default_levels(self._slice)
         self.image_item.setImage(self._slice, autoLevels=False, levels=self._levels)
         self.histogram.item.setLevels(*self._levels)
+        self.levelsChanged.emit(*self._levels)
         self.refresh_labels()
+        self._apply_z_scale()
+
+    def step_slice(self, step: int) -> None:
+        """Next (+1) or previous (-1) slice: Page Down / Page Up and Ctrl+wheel."""
+        doc = self.document
+        if doc.image is not None:
+            doc.set_index(int(np.clip(doc.index + step, 0, doc.n_slices() - 1)))
+
+    def set_z_scale(self, scale: float) -> None:
+        """Slice thickness in xy pixels (from the file's voxel size, or entered by the user)."""
+        self.z_scale_spin.setValue(float(scale))
+
+    def _apply_z_scale(self) -> None:
+        """xz and yz planes have z vertically: stretch it by the slice thickness."""
+        doc = self.document
+        scale = self.z_scale_spin.value() if doc.image is not None and doc.plane in ("xz", "yz") else 1.0
+        transform = QTransform.fromScale(1.0, scale)
+        if self.image_item.transform() != transform:
+            self.image_item.setTransform(transform)
+            self.labels_layer.setTransform(transform)
+            self.view_box.autoRange(padding=0.02)
 
     def refresh_labels(self) -> None:
         self.labels_layer.set_labels(self.document.current_labels())
@@ -219,9 +269,15 @@ class Viewer(QWidget):
         self._levels = (float(low), float(high))
         self.image_item.setLevels(self._levels)
         self.histogram.item.setLevels(*self._levels)
+        self.levelsChanged.emit(*self._levels)
+
+    def current_slice(self) -> np.ndarray | None:
+        """The 2D image on screen, or None."""
+        return self._slice
 
     def _remember_levels(self) -> None:
         self._levels = tuple(float(v) for v in self.histogram.item.getLevels())
+        self.levelsChanged.emit(*self._levels)
 
     def _plane_chosen(self, plane: str) -> None:
         if plane and self.document.image is not None and plane != self.document.plane:
@@ -251,13 +307,23 @@ class Viewer(QWidget):
         self.readout.setText(text or " ")
         self.readoutChanged.emit(text)
 
-    def wheelEvent(self, event):  # noqa: N802 - Ctrl+wheel steps through slices
-        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and self.document.image is not None:
-            step = 1 if event.angleDelta().y() > 0 else -1
-            self.document.set_index(self.document.index + step)
-            event.accept()
-            return
-        super().wheelEvent(event)
+
+
+class _CtrlWheelFilter(QObject):
+    """Ctrl+wheel over the image steps through slices instead of zooming (the ViewBox would)."""
+
+    def __init__(self, viewer: Viewer):
+        super().__init__(viewer)
+        self._viewer = viewer
+
+    def eventFilter(self, watched, event):  # noqa: N802
+        if (event.type() == QEvent.Type.Wheel
+                and event.modifiers() & Qt.KeyboardModifier.ControlModifier):
+            delta = event.angleDelta().y()
+            if delta:
+                self._viewer.step_slice(1 if delta > 0 else -1)
+            return True
+        return False
 
 
 class _blocked:
