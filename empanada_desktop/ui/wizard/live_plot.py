@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtWidgets import QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from empanada_desktop.backend.events import Progress
+
+# The loss terms in words (backend/finetune/losses.py names them ce, mse, l1, pointrend_ce).
+LOSS_NAMES = {
+    "total": "total",
+    "loss": "total",
+    "ce": "organelle vs background",
+    "mse": "object centres",
+    "l1": "pixel-to-centre offsets",
+    "pointrend_ce": "boundary detail",
+}
+HEALTHY = ("A healthy run: the total loss (thick line) falls fast at first, then slowly, with some "
+           "wobble from batch to batch; the learning rate rises over the first 30% of iterations "
+           "and then falls. A loss that keeps climbing, or jumps far above where it started, "
+           "points at masks that do not match their images or too few patches.")
 
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
 
@@ -49,7 +63,10 @@ class LivePlot(QWidget):
         self.curves: dict[str, pg.PlotDataItem] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.graphics)
+        layout.addWidget(self.graphics, 1)
+        self.healthy_note = QLabel(HEALTHY)
+        self.healthy_note.setWordWrap(True)
+        layout.addWidget(self.healthy_note)
 
     def clear(self) -> None:
         self.steps.clear()
@@ -64,9 +81,10 @@ class LivePlot(QWidget):
         self.lr_curve.setData([], [])
 
     def add(self, progress: Progress) -> None:
-        """Append one step; a step not after the last (a resumed run) restarts nothing."""
+        """Append one step. A step not after the last (a run resumed from an earlier checkpoint
+        than its last logged step) drops the points from that step on, then continues."""
         if self.steps and progress.step <= self.steps[-1]:
-            return
+            self._truncate(progress.step)
         if not progress.losses and progress.lr is None:
             return
         self.steps.append(progress.step)
@@ -76,7 +94,8 @@ class LivePlot(QWidget):
                 self.losses[name] = [np.nan] * (len(self.steps) - 1)
                 colour = _COLOURS[len(self.curves) % len(_COLOURS)]
                 width = 3 if name in ("total", "loss") else 1.5
-                self.curves[name] = self.loss_plot.plot(pen=pg.mkPen(colour, width=width), name=name)
+                self.curves[name] = self.loss_plot.plot(pen=pg.mkPen(colour, width=width),
+                                                        name=LOSS_NAMES.get(name, name))
         for name, values in self.losses.items():
             value = progress.losses.get(name, np.nan)
             values.append(float(value) if value is not None and value > 0 else np.nan)
@@ -84,6 +103,15 @@ class LivePlot(QWidget):
             self.lr_steps.append(progress.step)
             self.lrs.append(float(progress.lr))
         self._redraw()
+
+    def _truncate(self, step: int) -> None:
+        keep = int(np.searchsorted(np.asarray(self.steps), step))
+        del self.steps[keep:]
+        for values in self.losses.values():
+            del values[keep:]
+        keep_lr = int(np.searchsorted(np.asarray(self.lr_steps), step))
+        del self.lr_steps[keep_lr:]
+        del self.lrs[keep_lr:]
 
     def _redraw(self) -> None:
         x = np.asarray(self.steps, dtype=float)

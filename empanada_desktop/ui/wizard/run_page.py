@@ -121,9 +121,16 @@ class RunPage(QWizardPage):
         self.run_dir = Path(resume_dir) if resume_dir is not None else None
         self.resume_button.hide()
         total = config.iterations if config is not None else 0
+        earlier = []
+        if resume_dir is not None:
+            from empanada_desktop.ui.wizard.run_history import earlier_events
+
+            total, earlier = earlier_events(resume_dir)
         self.progress.setRange(0, max(total, 1))
         self.progress.setValue(0)
         self.eta.setText("")
+        for event in earlier:  # the curve and validations before the stop stay on screen
+            self.on_event(event)
         self.job = Job("finetune", finetune_job(config, resume_dir))
         self.job.event.connect(self.on_event)
         self.job.finished.connect(self.on_finished)

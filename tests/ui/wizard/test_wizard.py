@@ -160,10 +160,14 @@ def test_cancel_saves_a_checkpoint_and_the_run_resumes_from_the_first_page(qtbot
     later.next()
     assert later.currentId() == PAGE_RUN
     resumed = later.run_page
+    # The curve before the stop is back at once, and the bar reads the run's real total.
+    assert resumed.plot.steps == list(range(1, stopped_at + 1))
+    assert resumed.progress.maximum() == 4 and resumed.progress.value() == stopped_at
+    assert "organelle vs background" in [item[1].text for item in resumed.plot.loss_plot.legend.items]
     qtbot.waitUntil(lambda: resumed.outcome in ("finished", "failed"), timeout=RUN_TIMEOUT_MS)
     assert resumed.outcome == "finished", resumed.status.text()
     assert resumed.result.steps_done == 4 and resumed.result.exported_pth.is_file()
-    assert resumed.plot.steps[0] > stopped_at  # only the remaining steps were trained
+    assert resumed.plot.steps == [1, 2, 3, 4]  # one curve, no step twice
     assert find_resumable_runs() == []
 
 
