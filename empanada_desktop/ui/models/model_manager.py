@@ -72,6 +72,14 @@ def fill_model_list(models_list: QListWidget, models, select: str | None, prefer
         models_list.setCurrentRow(installed[0] if prefer_installed and installed else 0)
 
 
+def linkify(html_text: str) -> str:
+    """Web addresses in (escaped) text become links a click opens in the browser."""
+    import re
+
+    return re.sub(r"(https?://[^\s<]+?)([.,;)]?(?:\s|$))",
+                  lambda m: f"<a href='{m.group(1)}'>{m.group(1)}</a>{m.group(2)}", html_text)
+
+
 def model_info_html(registry, model) -> str:
     """The model's description and facts as simple HTML (shared with the wizard's model page)."""
     from html import escape
@@ -96,7 +104,7 @@ def model_info_html(registry, model) -> str:
     if not model.installed:
         parts.append(
             "<p style='color:#b00020'><b>Weights missing.</b> "
-            f"{escape(model.missing_weights_hint or 'Import the model file.')}</p>"
+            f"{linkify(escape(model.missing_weights_hint or 'Import the model file.'))}</p>"
         )
     parts.append("<table cellspacing='2'>")
     for key, value in rows:

@@ -39,11 +39,25 @@ def offer_restore(window) -> bool:
 
 def create_window(files: list[str]):
     """The main window, shown, with ``files`` opened ("--demo" opens the demo volume)."""
-    from empanada_desktop.ui.shell.main_window import MainWindow
+    import os
 
+    from PySide6.QtWidgets import QMessageBox
+
+    from empanada_desktop.ui.shell.main_window import MainWindow
+    from empanada_desktop.ui.shell.single_instance import claim_app_home, second_window_note
+
+    lock, other = claim_app_home()
     window = MainWindow()
+    window.instance_lock = lock  # held as long as the window
     window.show()
-    if not offer_restore(window):
+    if other is not None:
+        # Not the first window on this app home: its own autosave, and no restoring the other's.
+        window.autosaver.directory = window.autosaver.directory / f"window-{os.getpid()}"
+        QMessageBox.warning(window, "Already open", second_window_note(other))
+        restored = False
+    else:
+        restored = offer_restore(window)
+    if not restored:
         for file in files:
             if file == "--demo":
                 window.open_demo()

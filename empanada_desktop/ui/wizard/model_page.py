@@ -50,6 +50,11 @@ class ModelPage(QWizardPage):
         self.models_list = QListWidget()
         self.models_list.setMinimumWidth(330)
         self.info = QTextBrowser()
+        self.info.setOpenExternalLinks(True)
+        self.weights_button = QPushButton()
+        self.weights_button.setToolTip("Choose the weights file you downloaded; it is checked and "
+                                       "copied into the app, and the model can be finetuned")
+        self.weights_button.hide()
         self.import_button = QPushButton("Import a model file (.pth) ...")
         self.import_button.setToolTip("Opens the model manager, where you can import, rename or "
                                       "remove models.")
@@ -63,7 +68,10 @@ class ModelPage(QWizardPage):
         left.addWidget(self.models_list, 1)
         left.addWidget(self.import_button)
         pick.addLayout(left)
-        pick.addWidget(self.info, 1)
+        right = QVBoxLayout()
+        right.addWidget(self.info, 1)
+        right.addWidget(self.weights_button)
+        pick.addLayout(right, 1)
         runs_box = QGroupBox()
         runs_layout = QVBoxLayout(runs_box)
         runs_layout.addWidget(self.resume_radio)
@@ -78,6 +86,7 @@ class ModelPage(QWizardPage):
         self.runs_list.currentItemChanged.connect(lambda *_: self._on_run_selected())
         self.new_radio.toggled.connect(lambda *_: self.completeChanged.emit())
         self.import_button.clicked.connect(self.open_model_manager)
+        self.weights_button.clicked.connect(lambda: self.import_weights())
         self.models: dict[str, object] = {}
         self.runs: list[ResumableRun] = []
         self.manager: ModelManagerDialog | None = None
@@ -176,8 +185,12 @@ class ModelPage(QWizardPage):
             html = model_info_html(self.registry, model)
             if not model.installed:
                 html += ("<p>This model cannot be finetuned until its weights file is imported: "
-                         "use <i>Import a model file</i> below the list.</p>")
+                         f"use <i>Import {model.weights_file_name}</i> below.</p>")
             self.info.setHtml(html)
+        missing = model is not None and not model.installed
+        self.weights_button.setVisible(missing)
+        if missing:
+            self.weights_button.setText(f"Import {model.weights_file_name} for {model.name} ...")
         if model is not None:
             self.new_radio.setChecked(True)
         self.completeChanged.emit()
@@ -187,10 +200,27 @@ class ModelPage(QWizardPage):
             self.resume_radio.setChecked(True)
         self.completeChanged.emit()
 
-    def open_model_manager(self) -> ModelManagerDialog:
+    def import_weights(self, file: str | Path | None = None):
+        """Import the selected model's missing weights file (asked for when not given)."""
+        from PySide6.QtWidgets import QFileDialog
+
+        model = self.selected_model()
+        if model is None or model.installed:
+            return None
+        if file is None:
+            file, _ = QFileDialog.getOpenFileName(
+                self, f"Import {model.weights_file_name}", str(Path.home() / "Downloads"),
+                f"{model.weights_file_name} (*.pth *.pt);;All files (*)")
+            if not file:
+                return None
+        manager = self.open_model_manager(show=False)
+        return manager.import_model(Path(file), name=model.name)
+
+    def open_model_manager(self, show: bool = True) -> ModelManagerDialog:
         if self.manager is None:
             self.manager = ModelManagerDialog(self)
             self.manager.modelsChanged.connect(lambda: self.refresh())
         self.manager.refresh()
-        self.manager.open()
+        if show:
+            self.manager.open()
         return self.manager

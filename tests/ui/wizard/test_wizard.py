@@ -175,6 +175,21 @@ def test_missing_weights_block_the_model_page_with_the_file_to_import(wizard):
     wizard.model_page.select_model("MitoNet_v1")
     assert not wizard.model_page.isComplete()
     assert "MitoNet_v1.pth" in wizard.model_page.info.toPlainText()
+    assert "href='https://zenodo.org" in wizard.model_page.info.toHtml().replace('"', "'")
+
+
+def test_missing_weights_are_imported_from_the_model_page(wizard, qtbot, tiny_model_dir, tmp_path):
+    page = wizard.model_page
+    page.select_model("MitoNet_v1")
+    assert page.weights_button.isVisibleTo(wizard)
+    assert page.weights_button.text() == "Import MitoNet_v1.pth for MitoNet_v1 ..."
+    download = tmp_path / "MitoNet_v1.pth"
+    shutil.copy(tiny_model_dir / "tiny.pth", download)  # stands in for the real download
+    task = page.import_weights(download)
+    qtbot.waitUntil(task.done, timeout=120_000)
+    page.select_model("MitoNet_v1")
+    assert page.selected_model().installed and page.isComplete()
+    assert not page.weights_button.isVisibleTo(wizard)
 
 
 def test_data_page_shows_problems_and_blocks(wizard, tiny, tmp_path):
