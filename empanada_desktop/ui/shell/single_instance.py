@@ -30,9 +30,10 @@ def claim_app_home(home: Path | None = None) -> tuple[QLockFile, int | None]:
     lock.setStaleLockTime(0)  # never stale by age: only a dead process frees it
     if lock.tryLock(100):
         return lock, None
-    found, pid, _host, _app = lock.getLockInfo()
+    info = lock.getLockInfo()  # (found, pid, host[, app]) depending on the PySide6 version
+    pid = int(info[1]) if info and info[0] else -1
     log.warning("another empanada-desktop window (pid %s) uses the app home %s", pid, home)
-    return lock, (int(pid) if found else -1)
+    return lock, pid
 
 
 def second_window_note(other_pid: int, home: Path | None = None) -> str:
