@@ -30,8 +30,7 @@ def claim_app_home(home: Path | None = None) -> tuple[QLockFile, int | None]:
     lock.setStaleLockTime(0)  # never stale by age: only a dead process frees it
     if lock.tryLock(100):
         return lock, None
-    info = lock.getLockInfo()  # (found, pid, host[, app]) depending on the PySide6 version
-    pid = int(info[1]) if info and info[0] else -1
+    pid = _lock_pid(home / LOCK_NAME)
     log.warning("another empanada-desktop window (pid %s) uses the app home %s", pid, home)
     return lock, pid
 
@@ -44,3 +43,11 @@ def second_window_note(other_pid: int, home: Path | None = None) -> str:
             f"(autosave/window-{os.getpid()}) so the two cannot overwrite each other; after a "
             "crash of this window they are not offered back automatically. Close one of the "
             "windows to avoid confusion, or set EMPANADA_DESKTOP_HOME to use another app home.")
+
+
+def _lock_pid(path: Path) -> int:
+    """The process id written on the first line of a QLockFile, or -1."""
+    try:
+        return int(path.read_text(encoding="utf-8", errors="replace").split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
