@@ -18,6 +18,7 @@ from empanada_desktop import __version__
 from empanada_desktop.core import opening
 from empanada_desktop.core.errors import UserError
 from empanada_desktop.ui.shell.messages import show_error
+from empanada_desktop.ui.shell.busy_indicator import BusyIndicator
 from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
 from empanada_desktop.ui.shell.models_menu import add_model_features
 from empanada_desktop.ui.shell.quit_guard import confirm_and_stop_jobs
@@ -83,6 +84,8 @@ class MainWindow(QMainWindow):
         self.document.imageChanged.connect(self._restore_z_scale)
         self.viewer.z_scale_spin.valueChanged.connect(self._remember_z_scale)
         self.statusBar().showMessage("Open an image (Ctrl+O), a folder of 2D images, or the demo.")
+        self.busy = BusyIndicator(self)
+        self.statusBar().addPermanentWidget(self.busy)
         self._restore_geometry()
         self._reopen_training_set()
 

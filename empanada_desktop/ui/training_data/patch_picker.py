@@ -218,7 +218,12 @@ class PatchPicker(QWidget):
         use_flipbook = self.flipbook.isChecked() and self.flipbook.isEnabled()
         stem = self._stem()
         patches = []
-        for box in boxes:
+        prefill = self.prefill.isChecked() and self.prediction_provider is not None
+        if prefill:
+            self._say(f"Pre-filling {len(boxes)} patch(es) with the model's prediction ...")
+        for number, box in enumerate(boxes, start=1):
+            if prefill and number > 1:
+                self._say(f"Pre-filling patch {number} of {len(boxes)} with the model's prediction ...")
             image = geometry.crop_flipbook(volume, box) if use_flipbook else geometry.crop(volume, box)
             image = to_display_uint8(image, levels)
             mask = np.zeros(image.shape, np.int32)
@@ -246,6 +251,13 @@ class PatchPicker(QWidget):
         existing = [_box(p) for p in self.training_set.patches if _has_box(p, self.document)]
         return sum(1 for i, box in enumerate(boxes)
                    if any(box.overlaps(other) for other in existing + boxes[:i] + boxes[i + 1:]))
+
+    def _say(self, text: str) -> None:
+        """Show progress now: pre-filling runs the model here, between repaints."""
+        from PySide6.QtWidgets import QApplication
+
+        self.info.setText(text)
+        QApplication.processEvents()
 
     def _predict(self, image2d: np.ndarray) -> np.ndarray:
         try:

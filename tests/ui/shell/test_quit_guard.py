@@ -62,6 +62,8 @@ def start_long_run(window, qtbot, train):
 
 def test_quit_during_finetune_asks_and_no_keeps_it_running(window, qtbot, train, monkeypatch):
     job = start_long_run(window, qtbot, train)
+    window.busy.update_now()  # the status bar says what runs, whichever panel started it
+    assert window.busy.isVisible() and window.busy.label.text().startswith("Working: finetuning (")
     asked = []
 
     def answer_no(parent, title, text, *args):
