@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox,
+from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox,
                                QWidget)
 
 from empanada_desktop import __version__
@@ -357,6 +357,8 @@ class MainWindow(QMainWindow):
         if not confirm_and_stop_jobs(self):
             event.ignore()
             return
+        for dialog in self.findChildren(QDialog):  # the wizard, the model manager: they go too
+            dialog.close()
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.sync()

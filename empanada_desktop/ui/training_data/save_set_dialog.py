@@ -27,6 +27,7 @@ class SaveSetDialog(QDialog):
     def __init__(self, start: Path, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Save training set")
+        self.setObjectName("save_set_dialog")
         self.path_edit = QLineEdit(str(start))
         self.path_edit.setMinimumWidth(420)
         browse = QPushButton("Browse ...")
