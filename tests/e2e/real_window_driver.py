@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 import traceback
@@ -298,8 +299,15 @@ def main() -> int:
     holder = {}
 
     def start():
-        driver = Driver(phase, stack, out)
+        driver = Driver(phase, stack, out)  # its dialog answerer also answers the restore offer
         holder["driver"] = driver
+        QTimer.singleShot(0, lambda: begin(driver))
+
+    def begin(driver):
+        loop = asyncio.get_event_loop()
+        if not loop.is_running():  # still inside the start-up dialogs: try again shortly
+            QTimer.singleShot(100, lambda: begin(driver))
+            return
 
         async def flow():
             try:
@@ -307,6 +315,7 @@ def main() -> int:
             except Exception:  # noqa: BLE001 - reported to the test
                 driver.report["error"] = traceback.format_exc()
                 print(driver.report["error"], flush=True)
+                QTimer.singleShot(3000, lambda: os._exit(3))  # even if a dialog keeps the app up
                 QApplication.quit()
             finally:
                 (out / f"report-{phase}.json").write_text(json.dumps(driver.report, indent=1))
