@@ -65,7 +65,7 @@ def wizard_at(page_id: int):
         for step in range(1, 121):
             lr = 0.003 * math.sin(min(step / 60, 1) * math.pi / 2)
             losses = {"total": 2.0 * math.exp(-step / 40) + 0.3, "ce": 0.6 * math.exp(-step / 30) + 0.1,
-                      "mse": 1.2 * math.exp(-step / 50) + 0.15, "l1": 0.05, "point_rend": 0.2}
+                      "mse": 1.2 * math.exp(-step / 50) + 0.15, "l1": 0.05, "pointrend_ce": 0.2}
             page.on_event(Progress(step=step, total=200, losses=losses, lr=lr,
                                    seconds_per_step=12.5, eta_seconds=12.5 * (200 - step)))
             if step in (50, 100):
