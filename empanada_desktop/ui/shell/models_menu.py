@@ -30,6 +30,8 @@ def add_model_features(main_window) -> None:
     main_window.inference_panel = panel
     main_window.add_panel("Inference", panel, "right")
     main_window.set_prediction_provider(panel.prediction_provider)
+    # The panel's own status line may be scrolled away on a small screen: repeat results below.
+    panel.labelsWritten.connect(lambda: main_window.statusBar().showMessage(panel.status.text(), 20000))
 
     def open_wizard() -> FinetuneWizard:
         wizard = FinetuneWizard(main_window, training_set_dir=main_window.training_set_dir)
