@@ -191,7 +191,7 @@ class Driver:
         settings = wizard.settings_page
         await self.wait_for(lambda: settings.counts_task is not None and settings.counts_task.done(),
                             60, "trainable counts")
-        settings.iterations.setValue(40)
+        settings.iterations.setValue(16)
         settings.patch_size.setValue(64)
         settings.batch_size.setValue(2)
         settings.device.setCurrentIndex(settings.device.findData("cpu"))
@@ -219,7 +219,7 @@ class Driver:
         self.click(wizard.button(wizard.WizardButton.NextButton), "Next (resume)")
         run = wizard.run_page
         self.step(f"resumed: curve keeps {len(run.plot.steps)} earlier steps; bar {run.progress.value()} / {run.progress.maximum()}")
-        assert run.plot.steps and run.progress.maximum() == 40
+        assert run.plot.steps and run.progress.maximum() == 16
         await self.wait_for(lambda: run.outcome in ("finished", "failed"), 300, "the resumed run")
         assert run.outcome == "finished", run.status.text()
         self.shot("finished")
