@@ -38,9 +38,12 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(error, OSError) and error.errno is not None and not error.filename:
+            # A failed write or flush does not say which file; the user needs to know.
+            raise type(error)(error.errno, error.strerror, str(target)) from error
         raise
 
 

@@ -46,3 +46,18 @@ def check_run_space(model: torch.nn.Module, config: FinetuneConfig, *, resuming:
     needs = run_space_needed(folder, models_dir() if config.register else None, model_bytes=model_bytes,
                              trainable_bytes=trainable_bytes, validation=validation, already_written=written)
     check_free_space(needs)
+
+
+def check_space_from_counts(config: FinetuneConfig, counts: dict[str, int], *, register: bool = True) -> None:
+    """The same check from trainable-parameter counts (the wizard has them before any model loads).
+
+    ``counts["all"]`` is every parameter, ``counts[config.layers]`` the trainable ones (float32).
+    Buffers (BatchNorm statistics) add about 1 %. Does nothing without counts.
+    """
+    if "all" not in counts or config.layers not in counts:
+        return
+    model_bytes = int(counts["all"] * 4 * 1.01)
+    folder = Path(config.out_dir) if config.out_dir is not None else runs_dir()
+    needs = run_space_needed(folder, models_dir() if register else None, model_bytes=model_bytes,
+                             trainable_bytes=int(counts[config.layers] * 4), validation=config.val_dir is not None)
+    check_free_space(needs)

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QMainWindow, QMenu, QMe
 
 from empanada_desktop import __version__
 from empanada_desktop.core import opening
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, user_message
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.models_menu import add_model_features
 from empanada_desktop.ui.shell.screen_registry import register_screen
@@ -255,7 +255,7 @@ class MainWindow(QMainWindow):
         try:
             write_tiff(path, self.document.labels)
         except (UserError, OSError) as error:
-            show_error(self, "Cannot save labels", str(error))
+            show_error(self, "Cannot save labels", user_message(error, path))
             return False
         self.document.labels_path = Path(path)
         self.document.edited_chunks = set()  # saved: nothing left for autosave to keep

@@ -187,6 +187,7 @@ class SettingsPage(QWizardPage):
     def validatePage(self) -> bool:
         try:
             self.state.config = self.build_config()
+            preflight(self.state.config, self.counts)
         except UserError as error:
             self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
             return False
@@ -373,3 +374,13 @@ class SettingsPage(QWizardPage):
 
         self.estimate_task = spawn(flow())
         return self.estimate_task
+
+
+def preflight(config, counts: dict[str, int]) -> None:
+    """Before the run starts: the new name is free (the results page registers it) and the disks
+    have room for the checkpoints, the export and the registered copy; raises UserError."""
+    from empanada_desktop.backend.finetune.disk_space import check_space_from_counts
+    from empanada_desktop.backend.finetune.setup import check_new_name_free
+
+    check_new_name_free(config.new_name)
+    check_space_from_counts(config, counts, register=True)
