@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from empanada_desktop.core.errors import DiskError
+from empanada_desktop.core.errors import DiskError, describe_os_error
 
 #: Logs, metrics and configs of a run, plus file-system slack.
 RUN_OVERHEAD_BYTES = 8 * 1024 * 1024
@@ -91,6 +91,7 @@ def check_free_space(needs: list[SpaceNeed]) -> None:
     """
     by_disk: dict[int, list[SpaceNeed]] = {}
     for need in needs:
+        check_writable(need.folder)
         try:
             device = existing_parent(need.folder).stat().st_dev
         except OSError:
@@ -110,6 +111,16 @@ def check_free_space(needs: list[SpaceNeed]) -> None:
             f"{group[0].folder}, {format_bytes(free)} are free; free {format_bytes(total - free)} more, "
             "or choose a folder on another disk."
         )
+
+
+def check_writable(path: str | os.PathLike[str]) -> None:
+    """Raise DiskError (read-only disk, or no permission) unless files can be made at ``path``."""
+    folder = existing_parent(path)
+    if os.access(folder, os.W_OK):
+        return
+    read_only = hasattr(os, "statvfs") and bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+    code = errno.EROFS if read_only else errno.EACCES
+    raise DiskError(describe_os_error(OSError(code, os.strerror(code), str(folder))))
 
 
 def ensure_free_space(folder: str | os.PathLike[str], size: int, what: str) -> None:

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "backend"))
 
 
 def _try_mount(folder: Path, size_mb: int, read_only: bool) -> bool:
-    if not sys.platform.startswith("linux") or shutil.which("mount") is None:
-        return False
+    if os.environ.get("EMPANADA_TEST_NO_MOUNT") or not sys.platform.startswith("linux") or shutil.which("mount") is None:
+        return False  # EMPANADA_TEST_NO_MOUNT=1 exercises the fallback where mounting is allowed
     options = f"size={size_mb}m,mode=0777" + (",ro" if read_only else "")
     result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
                             capture_output=True, text=True)
@@ -92,13 +92,21 @@ class BadDisk:
 
         def usage(path):
             found = real_usage(path)
-            if disk._failing and disk._inside(path):
+            if disk._failing and disk.kind == "full" and disk._inside(path):
                 return found._replace(free=0)
             return found
+
+        real_access = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if disk._failing and disk.kind == "read-only" and mode & os.W_OK and disk._inside(path):
+                return False
+            return real_access(path, mode, *args, **kwargs)
 
         self._monkeypatch.setattr(builtins, "open", failing_open)
         self._monkeypatch.setattr(os, "open", failing_os_open)
         self._monkeypatch.setattr(shutil, "disk_usage", usage)
+        self._monkeypatch.setattr(os, "access", access)
 
 
 def _bad_disk(tmp_path, monkeypatch, kind: str, size_mb: int):
