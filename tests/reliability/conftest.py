@@ -149,3 +149,24 @@ def read_only_disk(tmp_path, monkeypatch):
     yield disk
     if disk.real:
         subprocess.run(["umount", "-l", str(disk.path)], capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A registered resnet18 model folder, built once per session (registering costs seconds)."""
+    home = tmp_path_factory.mktemp("tiny_model_home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("EMPANADA_DESKTOP_HOME", str(home))
+        from empanada_desktop.backend.loading import register_native_model
+
+        register_native_model("tiny")
+    return home / "models" / "tiny"
+
+
+@pytest.fixture
+def tiny(app_home, tiny_model_dir):
+    """The tiny model, registered as "tiny" in this test's app home."""
+    from empanada_desktop.core.paths import models_dir
+
+    shutil.copytree(tiny_model_dir, models_dir() / "tiny")
+    return "tiny"

@@ -16,13 +16,6 @@ from empanada_desktop.cli import main
 from empanada_desktop.core.errors import describe_os_error, is_write_failure
 
 
-@pytest.fixture
-def tiny(app_home):
-    from empanada_desktop.backend.loading import register_native_model
-
-    register_native_model("tiny", architecture="PanopticDeepLabPR", encoder="resnet18", seed=0)
-    return "tiny"
-
 
 @pytest.fixture
 def image(tmp_path):

@@ -19,13 +19,6 @@ from empanada_desktop.core.errors import DiskError
 from empanada_desktop.core.paths import runs_dir
 
 
-@pytest.fixture
-def tiny(app_home):
-    from empanada_desktop.backend.loading import register_native_model
-
-    register_native_model("tiny", architecture="PanopticDeepLabPR", encoder="resnet18", seed=0)
-    return "tiny"
-
 
 @pytest.fixture
 def train_dir(tmp_path):

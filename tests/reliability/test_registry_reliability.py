@@ -13,13 +13,6 @@ from empanada_desktop.cli import main
 from empanada_desktop.core.registry import ModelRegistry
 
 
-@pytest.fixture
-def tiny(app_home):
-    from empanada_desktop.backend.loading import register_native_model
-
-    register_native_model("tiny", architecture="PanopticDeepLabPR", encoder="resnet18", seed=0)
-    return "tiny"
-
 
 def _damage(app_home, name, **fields):
     entry_path = app_home / "models" / name / "registry.json"
