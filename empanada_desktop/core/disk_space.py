@@ -80,7 +80,7 @@ def run_space_needed(
     run_bytes = checkpoint * (3 if validation else 2) + export + RUN_OVERHEAD_BYTES - already_written
     needs = [SpaceNeed(Path(run_folder), max(run_bytes, export), "the run's checkpoints and exported model")]
     if models_folder is not None:
-        needs.append(SpaceNeed(Path(models_folder), export, "registering the finetuned model"))
+        needs.append(SpaceNeed(Path(models_folder), export, "the registered copy of the model"))
     return needs
 
 

@@ -121,12 +121,15 @@ def test_the_wizard_checks_name_and_disk_space_before_the_run(qtbot, tiny, tmp_p
     page.patch_size.setValue(64)
     page.new_name.setText("TINY")
     assert page.validatePage() is False
-    assert "already registered" in page.estimate_label.text()
+    assert "already registered" in page.estimate_label.text() and "already registered" in _error_box(page)
+    for box in page.findChildren(QMessageBox, "errorBox"):
+        box.close()
     page.new_name.setText("tiny_v2")
     page.counts = {"all": 10**13, "none": 10**12, "stage4": 10**12, "stage3": 10**12, "stage2": 10**12,
                    "stage1": 10**12}
     assert page.validatePage() is False
     text = page.estimate_label.text()
     assert "not enough free disk space" in text and "more" in text
+    assert "not enough free disk space" in _error_box(page)  # the whole message, in the error box
     page.counts = {"all": 1000, "none": 10, "stage4": 10, "stage3": 10, "stage2": 10, "stage1": 10}
     assert page.validatePage() is True

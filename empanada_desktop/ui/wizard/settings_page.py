@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from empanada_desktop.backend.finetune.config import LAYER_CHOICES, default_of
 from empanada_desktop.core.errors import ConfigError, UserError
+from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.worker import Job, JobBusyError, JobFailed, run_job, spawn
 from empanada_desktop.ui.wizard import advice
 from empanada_desktop.ui.wizard.state import WizardState
@@ -187,9 +188,14 @@ class SettingsPage(QWizardPage):
     def validatePage(self) -> bool:
         try:
             self.state.config = self.build_config()
-            preflight(self.state.config, self.counts)
         except UserError as error:
             self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
+            return False
+        try:
+            preflight(self.state.config, self.counts)
+        except UserError as error:  # a taken name or a full disk: the whole message, in the error box
+            self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
+            show_error(self, "Cannot start the run", str(error))
             return False
         return True
 
