@@ -133,3 +133,19 @@ def test_the_wizard_checks_name_and_disk_space_before_the_run(qtbot, tiny, tmp_p
     assert "not enough free disk space" in _error_box(page)  # the whole message, in the error box
     page.counts = {"all": 1000, "none": 10, "stage4": 10, "stage3": 10, "stage2": 10, "stage1": 10}
     assert page.validatePage() is True
+
+
+def test_autosave_on_a_full_disk_keeps_the_work_and_retries(qtbot, small_disk, caplog):
+    from empanada_desktop.ui.training_data.autosave import Autosaver
+    from empanada_desktop.ui.training_data.training_gallery import demo_training_set
+    from empanada_desktop.ui.viewer.viewer import demo_document
+
+    disk = small_disk(8)
+    saver = Autosaver(demo_document(), demo_training_set(2), directory=disk.path / "autosave")
+    disk.fill()
+    saver.dirty = True
+    assert saver.save_if_dirty() is True
+    assert saver.dirty and "autosave failed" in caplog.text and "disk is full" in caplog.text
+    disk.free_up()
+    saver.save_if_dirty()
+    assert not saver.dirty and (disk.path / "autosave" / "session.json").is_file()
