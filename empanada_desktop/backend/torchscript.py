@@ -13,7 +13,6 @@ import contextlib
 import copy
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,8 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from empanada_desktop.core.atomic import atomic_path
-from empanada_desktop.core.errors import ConfigError, ModelLoadError, UserError
+from empanada_desktop.backend.safe_save import save_torchscript
+from empanada_desktop.core.errors import DiskError, ModelLoadError, describe_os_error
+from empanada_desktop.core.names import check_model_name
 from empanada_desktop.core.registry_files import check_torchscript_archive
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ REQUIRED_OUTPUTS = ("sem_logits",)
 #: Side of the square test input of ``verify_model_file`` (divisible by every padding factor
 #: up to 128; 512-padded models get 512).
 _VERIFY_SIZE = 128
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @contextlib.contextmanager
@@ -168,11 +167,7 @@ def export_empanada(model: nn.Module, config, out_dir: str | os.PathLike[str], n
     loads. For a native model, the architecture, encoder and (if needed) padding factor are
     filled in from the model. Both files are written atomically; ``model`` is not changed.
     """
-    if not _NAME_RE.match(name):
-        raise ConfigError(
-            f"Model name {name!r} is not usable as a file name: use letters, digits, '_', '-' or "
-            "'.', starting with a letter or digit (at most 64 characters)."
-        )
+    check_model_name(name)
     out_dir = Path(out_dir)
     pth_path = out_dir / f"{name}.pth"
     yaml_path = out_dir / f"{name}.yaml"
@@ -181,12 +176,11 @@ def export_empanada(model: nn.Module, config, out_dir: str | os.PathLike[str], n
     config = _config_for(exported, config)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(pth_path) as tmp:
-            with _quiet_jit():
-                torch.jit.save(scripted, str(tmp))
+        with _quiet_jit():
+            save_torchscript(scripted, pth_path)  # to memory first: a full disk is an error, not an abort
         config.with_model_path(str(pth_path.resolve()), None).to_yaml(yaml_path)
     except OSError as error:
-        raise UserError(f"Cannot write the model to {out_dir}: {error.strerror or error}.") from error
+        raise DiskError(describe_os_error(error, getattr(error, "filename", None) or out_dir)) from error
     log.info("exported %s and %s", pth_path, yaml_path)
     return pth_path, yaml_path
 

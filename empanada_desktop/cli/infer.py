@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     infer.add_argument("--min-size", type=int, default=500, help="stacks: smallest object in voxels")
     infer.add_argument("--min-extent", type=int, default=4, help="stacks: thinnest object in slices")
     infer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    infer.add_argument("--overwrite", action="store_true",
+                       help="replace OUTPUT if it exists (never allowed when it is the input image)")
     infer.set_defaults(handler=_infer)
 
     evaluate = subparsers.add_parser(
@@ -96,6 +98,9 @@ class _ProgressBar:
 def _infer(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() not in OUTPUT_SUFFIXES:
         raise UserError(f"output {args.output} must end in .tif or .tiff (labels are written as TIFF)")
+    from empanada_desktop.core.output_paths import check_output_file
+
+    check_output_file(args.output, [args.image], overwrite=args.overwrite)
     config = _config(args)
     from empanada_desktop.core.imageio import read_image
 

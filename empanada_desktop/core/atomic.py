@@ -7,11 +7,17 @@ target. A crash or a full disk leaves the previous file untouched and removes th
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
+import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -27,13 +33,17 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _mode_for(target))
         yield tmp
         _fsync_file(tmp)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(error, OSError) and error.errno is not None and not error.filename:
+            # A failed write or flush does not say which file; the user needs to know.
+            raise type(error)(error.errno, error.strerror, str(target)) from error
         raise
 
 
@@ -72,3 +82,50 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux ``/proc``)."""
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/self/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("Umask:"):
+                        return int(line.split()[1], 8)
+        except (OSError, ValueError):
+            pass
+    mask = os.umask(0o022)  # elsewhere: set and restore at once (a process-wide setting)
+    os.umask(mask)
+    return mask
+
+
+def _mode_for(target: Path) -> int:
+    """The permission bits ``target`` keeps (if it exists) or gets (0o666 minus the umask)."""
+    try:
+        return stat.S_IMODE(target.stat().st_mode)
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str], older_than: float = 0.0) -> list[Path]:
+    """Delete the temporary files of writes that never finished (``.<name>.*.tmp``) in ``folder``.
+
+    ``older_than`` (seconds) spares files that another process may still be writing. Returns what
+    was removed; files that cannot be removed are left (and logged).
+    """
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    now = time.time()
+    for stray in folder.glob(".*.tmp"):
+        try:
+            if older_than and now - stray.stat().st_mtime < older_than:
+                continue
+            stray.unlink()
+        except OSError as error:
+            log.info("could not remove the unfinished write %s: %s", stray, error)
+            continue
+        log.info("removed the unfinished write %s", stray)
+        removed.append(stray)
+    return removed

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 from empanada_desktop.core import paths
 from empanada_desktop.core.errors import ConfigError, RegistryError, UserError
 from empanada_desktop.core.model_config import ModelConfig
+from empanada_desktop.core.names import check_model_name
 from empanada_desktop.core.registry_discovery import builtin_configs, builtin_model, discovered_models
 from empanada_desktop.core.registry_files import (
     RegisteredModel,
@@ -46,12 +46,12 @@ from empanada_desktop.core.registry_files import (
     weights_file_name,
     write_entry_json,
 )
+from empanada_desktop.core.registry_recovery import recover_interrupted, staging_folder
 
 __all__ = ["ModelRegistry", "RegisteredModel", "VerifyFn", "weights_file_name"]
 
 log = logging.getLogger(__name__)
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 class ModelRegistry:
@@ -70,6 +70,8 @@ class ModelRegistry:
         #: The folder holding one sub-folder per registered model.
         self.models_dir = Path(home) / "models" if home is not None else paths.models_dir()
         self.models_dir.mkdir(parents=True, exist_ok=True)
+        #: Models put back after an interrupted rename or import (see ``registry_recovery``).
+        self.recovered: list[str] = recover_interrupted(self.models_dir)
         self.empanada_dir = Path(empanada_dir) if empanada_dir is not None else paths.empanada_user_dir()
         #: Files found while listing that could not be used, each with the reason.
         self.problems: list[str] = []
@@ -171,7 +173,7 @@ class ModelRegistry:
         check_torchscript_archive(source_file)
         info = run_verify(verify, source_file)
         builtin = name in self._builtin_configs()
-        staging = self.models_dir / f".staging-{name}-{uuid.uuid4().hex[:8]}"
+        staging = staging_folder(self.models_dir, name, uuid.uuid4().hex[:8])
         staging.mkdir()
         try:
             if copy:
@@ -261,7 +263,7 @@ class ModelRegistry:
             return model
         self._check_new_name(new, ignore=model.name)
         old_dir = self.models_dir / model.name
-        staging = self.models_dir / f".staging-{new}-{uuid.uuid4().hex[:8]}"
+        staging = staging_folder(self.models_dir, new, uuid.uuid4().hex[:8])
         os.replace(old_dir, staging)
         try:
             entry = read_entry(staging / "registry.json")
@@ -289,12 +291,18 @@ class ModelRegistry:
         return self.get(new)
 
     def remove(self, name: str) -> None:
-        """Delete a registered model's folder (a built-in stays listed, without weights)."""
-        model = self._owned(name, "removed")
-        trash = self.models_dir / f".trash-{model.name}-{uuid.uuid4().hex[:8]}"
-        os.replace(self.models_dir / model.name, trash)  # atomic: gone from the list at once
+        """Delete a registered model's folder (a built-in stays listed, without weights).
+
+        A damaged model folder (unreadable registry.json or config), which ``list()`` skips, can
+        be removed by its folder name too, so that it can be imported again.
+        """
+        folder = self._damaged_folder(name)
+        if folder is None:
+            folder = self.models_dir / self._owned(name, "removed").name
+        trash = self.models_dir / f".trash-{folder.name}-{uuid.uuid4().hex[:8]}"
+        os.replace(folder, trash)  # atomic: gone from the list at once
         shutil.rmtree(trash, ignore_errors=True)
-        log.info("removed model %s", model.name)
+        log.info("removed model %s", folder.name)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -315,13 +323,16 @@ class ModelRegistry:
         raise RegistryError(f"'{model.name}' is a built-in model and cannot be {verb}.")
 
     def _check_new_name(self, name: str, ignore: str | None = None) -> None:
-        if not isinstance(name, str) or not _NAME_RE.match(name) or name.endswith("."):
-            raise RegistryError(
-                f"'{name}' cannot be a model name: use up to 64 letters, digits, '_', '-' or '.', "
-                "starting with a letter or digit (no spaces)."
-            )
+        check_model_name(name, RegistryError)
         for existing in self._registered_dirs():
             if existing.name != ignore and _lower(existing.name) == _lower(name):
+                damaged = self._damaged_folder(existing.name)
+                if damaged is not None:
+                    raise RegistryError(
+                        f"the damaged model folder {damaged} is in the way; remove it with "
+                        f"'empanada-desktop models remove {damaged.name}' (or Remove in the model manager) "
+                        "and try again."
+                    )
                 raise RegistryError(
                     f"A model called '{existing.name}' is already registered; choose another name "
                     "or remove that model first."
@@ -341,6 +352,17 @@ class ModelRegistry:
             f"Which kind of model is {file.name}? Give its empanada config (--config FILE.yaml) or a "
             f"model it was finetuned from (--like MitoNet_v1); known: {', '.join(self.names())}."
         )
+
+    def _damaged_folder(self, name: str) -> Path | None:
+        """The model folder called ``name`` (any case) if it cannot be read as a model, else None."""
+        for folder in self._registered_dirs():
+            if _lower(folder.name) == _lower(name):
+                try:
+                    read_entry_model(folder, builtin=False)
+                except UserError:
+                    return folder
+                return None
+        return None
 
     def _builtin_configs(self) -> dict[str, tuple[ModelConfig, Path]]:
         return builtin_configs(self.problems)

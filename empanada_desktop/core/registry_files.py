@@ -156,6 +156,15 @@ def check_torchscript_archive(path: Path) -> None:
         )
 
 
+# What each field of registry.json must be when present; anything else is a damaged entry.
+_ENTRY_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "source": (str,), "weights": (str,), "sha256": (str,), "size": (int,),
+    "parameters": (int,), "format": (str,), "imported_from": (str,), "version": (int,),
+}
+_REMEDY = ("remove it with 'empanada-desktop models remove {name}' (or Remove in the model manager) "
+           "and import its .pth file again")
+
+
 def read_entry(path: Path) -> dict[str, Any]:
     """Read a model folder's registry.json; problems raise RegistryError naming it."""
     try:
@@ -166,9 +175,16 @@ def read_entry(path: Path) -> dict[str, Any]:
             f"{path.parent.parent} or import its .pth again."
         ) from None
     except (OSError, ValueError) as error:
-        raise RegistryError(f"{path} is damaged ({error}); remove that model folder and import it again.") from None
+        raise RegistryError(f"{path} is damaged ({error}); {_REMEDY.format(name=path.parent.name)}") from None
     if not isinstance(entry, dict):
-        raise RegistryError(f"{path} is damaged (not a JSON object); remove that folder and import it again.")
+        raise RegistryError(f"{path} is damaged (not a JSON object); {_REMEDY.format(name=path.parent.name)}")
+    for key, kinds in _ENTRY_TYPES.items():
+        value = entry.get(key)
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise RegistryError(
+                f"{path} is damaged ('{key}' is {type(value).__name__} {value!r}); "
+                f"{_REMEDY.format(name=path.parent.name)}"
+            )
     return entry
 
 

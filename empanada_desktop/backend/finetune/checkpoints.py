@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
-from empanada_desktop.core.atomic import atomic_path
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.backend.safe_save import save_torch
+from empanada_desktop.core import atomic
+from empanada_desktop.core.errors import DiskError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,19 +51,19 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporary files left by a write that was killed (``.<name>.*.tmp``)."""
-    if not folder.is_dir():
-        return
-    for stray in folder.glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            stray.unlink()
-            log.info("removed the unfinished checkpoint write %s", stray)
+    atomic.remove_stale_temporaries(folder)
+
+
+class CheckpointWriteError(DiskError):
+    """A checkpoint could not be written; the previous one is unchanged."""
 
 
 def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically; returns ``path``.
 
     Raises:
-        UserError: when the disk is full or not writable (the previous file stays usable).
+        CheckpointWriteError: the disk is full, read-only or not writable; the message names the
+            file and says that the previous checkpoint stays usable.
     """
     missing = [key for key in REQUIRED_KEYS if key not in checkpoint]
     if missing:
@@ -70,13 +71,9 @@ def save_checkpoint(path: Path, checkpoint: dict[str, Any]) -> Path:
     path = Path(path)
     remove_stale_temporaries(path.parent)
     try:
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
-    except OSError as error:
-        raise UserError(
-            f"could not write the checkpoint {path}: {error.strerror or error}. Free some disk space "
-            "(or choose another run folder); the previous checkpoint is unchanged."
-        ) from error
+        save_torch(checkpoint, path)
+    except DiskError as error:
+        raise CheckpointWriteError(f"{error} The previous checkpoint is unchanged.") from error
     return path
 
 

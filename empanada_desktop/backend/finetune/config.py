@@ -9,7 +9,6 @@ padding factor) or the data (enough images for the batch) happen when the run st
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +20,9 @@ from empanada_desktop.core.finetunable_layers import (  # noqa: F401 (the config
     LAYER_CHOICES,
     check_layers,
 )
+from empanada_desktop.core.names import check_model_name
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,79}$")
 
 
 @dataclass(frozen=True)
@@ -92,11 +91,7 @@ class FinetuneConfig:
             raise ConfigError("model: choose the registered model to finetune (e.g. MitoNet_v1).")
         if not self.train_dirs:
             raise ConfigError("train_dirs: give at least one training folder (empanada layout).")
-        if not isinstance(self.new_name, str) or not _NAME_PATTERN.match(self.new_name):
-            raise ConfigError(
-                f"new_name {self.new_name!r}: use 1-80 letters, digits, '_', '-' or '.', "
-                "starting with a letter or digit (it becomes a file name)."
-            )
+        check_model_name(self.new_name, field="new_name")  # the one rule, also the exporter's and the registry's
         check_layers(self.layers)
         _positive_int("iterations", self.iterations)
         _positive_int("batch_size", self.batch_size)

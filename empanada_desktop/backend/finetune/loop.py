@@ -23,9 +23,10 @@ import torch
 
 from empanada_desktop import __version__
 from empanada_desktop.backend.events import CheckpointSaved, Event, Message, Progress, StopFn, Validated, never_stop
-from empanada_desktop.backend.finetune import run_folder, setup
+from empanada_desktop.backend.finetune import disk_space, run_folder, setup
 from empanada_desktop.backend.finetune.checkpoints import (
     CHECKPOINT_VERSION,
+    CheckpointWriteError,
     load_checkpoint,
     rng_state,
     save_checkpoint,
@@ -37,7 +38,7 @@ from empanada_desktop.backend.finetune.optim import make_optimizer, make_schedul
 from empanada_desktop.backend.finetune.precision import Precision, choose_precision
 from empanada_desktop.backend.finetune.setup import trainable_counts
 from empanada_desktop.backend.finetune.trainer import Trainer
-from empanada_desktop.core.errors import ConfigError, UserError
+from empanada_desktop.core.errors import ConfigError, DiskError, UserError, describe_os_error, user_message
 
 __all__ = ["FinetuneResult", "estimate_seconds_per_step", "finetune", "trainable_counts", "validation_steps"]
 
@@ -112,8 +113,14 @@ class _Run:
         self.step = int(checkpoint["step"])
         self.state.update(checkpoint.get("extra", {}))
 
-    def save(self, path: Path, kind: str) -> CheckpointSaved:
-        return CheckpointSaved(step=self.step, path=save_checkpoint(path, self.checkpoint()), kind=kind)
+    def save(self, path: Path, kind: str) -> CheckpointSaved | Message:
+        """Write a checkpoint; a disk failure is reported (a warning Message), not fatal."""
+        try:
+            return CheckpointSaved(step=self.step, path=save_checkpoint(path, self.checkpoint()), kind=kind)
+        except CheckpointWriteError as error:
+            log.warning("%s", error)
+            retry = "" if kind == "stop" else " Training goes on; the next checkpoint will be tried as planned."
+            return Message(f"Could not save the checkpoint at step {self.step}: {error}{retry}", level="warning")
 
 
 def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Event]:
@@ -176,6 +183,7 @@ def _prepare(config: FinetuneConfig) -> Iterator[Event]:
 def _start_or_resume(run: _Run) -> Iterator[Event]:
     """A new run folder with its config.yaml, or the resumed run's last checkpoint loaded."""
     config = run.config
+    disk_space.check_run_space(run.trainer.model, config, resuming=run.resuming, validation=bool(run.val_pairs))
     if run.resuming:
         run.run_dir = Path(config.resume)
         run.restore(load_checkpoint(run_folder.last_checkpoint(run.run_dir)))
@@ -209,7 +217,10 @@ def _validate(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
     value = float(metrics.get(run.key_metric, 0.0))
     if best is None or value > best["value"]:
         run.state["best"] = {"step": run.step, "value": value, "metrics": metrics}
-        yield run.save(run_folder.best_checkpoint(run.run_dir), "best")
+        saved = run.save(run_folder.best_checkpoint(run.run_dir), "best")
+        if isinstance(saved, Message):
+            run.state["best"] = best  # best.pt still holds the previous best
+        yield saved
 
 
 def _train(run: _Run, stop: StopFn, runlog: run_folder.RunLog) -> Iterator[Event]:
@@ -231,7 +242,7 @@ def _train(run: _Run, stop: StopFn, runlog: run_folder.RunLog) -> Iterator[Event
         for batch in prefetcher:
             if stop():
                 event = run.save(last, "stop")
-                runlog.info("stopped after step %d; checkpoint %s", run.step, event.path)
+                runlog.info("stopped after step %d; checkpoint %s", run.step, getattr(event, "path", "not saved"))
                 yield event
                 yield Message(f"Stopped after step {run.step}. Resume with: empanada-desktop finetune --resume {run.run_dir}")
                 return False
@@ -277,10 +288,9 @@ def _finish(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
     try:
         pth, yaml_path = export_empanada(trainer.export_model(), new_config, run_dir, config.new_name)
     except (OSError, UserError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise UserError(
-            f"could not save the finetuned model in {run_dir}: {reason} Free some disk "
-            f"space and run 'empanada-desktop finetune --resume {run_dir}' to export it again; nothing was registered."
+        raise DiskError(
+            f"could not save the finetuned model in {run_dir}: {user_message(error, run_dir)} Then run "
+            f"'empanada-desktop finetune --resume {run_dir}' to export it (the training is kept); nothing was registered."
         ) from error
     runlog.info("exported %s and %s", pth, yaml_path)
     yield Message(f"Saved {pth.name} and {yaml_path.name} in {run_dir}.")
@@ -291,14 +301,14 @@ def _finish(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
         if config.new_name in {m.name for m in registry.list()}:
             raise ConfigError(
                 f"a model named {config.new_name!r} was registered meanwhile; the finetuned model is in "
-                f"{pth}; import it under another name in the model manager."
+                f"{pth}; register it under another name: empanada-desktop models import {pth} --name NEW_NAME"
             )
         try:
             registry.register(config.new_name, new_config, pth, copy=True)
         except OSError as error:
-            raise UserError(
-                f"could not register {config.new_name}: {error.strerror or error}. Free some disk space and "
-                f"import {pth} in the model manager; nothing was registered."
+            raise DiskError(
+                f"could not register {config.new_name}: {describe_os_error(error)} Then register {pth}: "
+                f"empanada-desktop models import {pth} --name {config.new_name}"
             ) from error
         runlog.info("registered %s", config.new_name)
         yield Message(f"Registered the finetuned model as {config.new_name}.")

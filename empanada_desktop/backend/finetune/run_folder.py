@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ import yaml
 
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.core.atomic import write_text
-from empanada_desktop.core.errors import ConfigError
+from empanada_desktop.core.errors import ConfigError, describe_os_error
 from empanada_desktop.core.paths import runs_dir
 
 log = logging.getLogger(__name__)
@@ -56,14 +57,17 @@ def exported_files(run_dir: str | Path, new_name: str) -> tuple[Path, Path]:
 
 
 def new_run_dir(config: FinetuneConfig) -> Path:
-    """``config.out_dir`` or ``<app home>/runs/<new_name>-<YYYYmmdd-HHMMSS>`` (made unique)."""
+    """``config.out_dir`` or ``<app home>/runs/<new_name>-<YYYYmmdd-HHMMSS>`` (made unique).
+
+    A given ``out_dir`` must be new, empty, or a run that never reached its first checkpoint
+    (it is started again from scratch); a folder holding other files is refused, naming them, so
+    a user's own config.yaml or logs are never overwritten or appended to.
+    """
     if config.out_dir is not None:
         run_dir = Path(config.out_dir)
-        if last_checkpoint(run_dir).exists():
-            raise ConfigError(
-                f"run folder {run_dir} already holds a run; resume it with --resume {run_dir} "
-                "or choose another folder."
-            )
+        check_out_dir(run_dir)
+        if (run_dir / METRICS_FILE).is_file():
+            truncate_metrics(run_dir, -1)  # the records of the attempt that never saved a checkpoint
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = runs_dir() / f"{config.new_name}-{stamp}"
@@ -73,6 +77,39 @@ def new_run_dir(config: FinetuneConfig) -> Path:
             run_dir = runs_dir() / f"{config.new_name}-{stamp}-{suffix}"
     (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_out_dir(run_dir: Path) -> None:
+    """Raise ConfigError unless ``run_dir`` may receive a new run (see ``new_run_dir``)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--out {run_dir} is a file; give a folder for the run (a new or empty one).")
+    if last_checkpoint(run_dir).exists():
+        raise ConfigError(
+            f"run folder {run_dir} already holds a run; resume it with --resume {run_dir} "
+            "or choose another folder."
+        )
+    if not run_dir.is_dir():
+        return
+    entries = sorted(p.name for p in run_dir.iterdir())
+    if not entries or _is_run(run_dir):
+        return
+    shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+    raise ConfigError(
+        f"--out {run_dir} already holds files that are not a finetuning run ({shown}); they would be "
+        "overwritten. Choose a new or empty folder, or leave out --out to use the app's runs folder."
+    )
+
+
+def _is_run(run_dir: Path) -> bool:
+    """A run folder of ours: its config.yaml has a ``finetune`` section and nothing else is foreign."""
+    try:
+        document = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    if not (isinstance(document, dict) and isinstance(document.get("finetune"), dict)):
+        return False
+    ours = {CONFIG_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR}
+    return all(p.name in ours or p.name.startswith(".") for p in run_dir.iterdir())
 
 
 def write_config(run_dir: str | Path, config: FinetuneConfig, found: dict[str, Any]) -> None:
@@ -108,10 +145,56 @@ def resume_config(run_dir: str | Path, device: str | None = None) -> FinetuneCon
     """The config that continues the run in ``run_dir``: the saved one, writing into that folder.
 
     ``device`` replaces the saved device (the computer may have changed); None keeps it.
+
+    Raises:
+        ConfigError: not a run folder; the run has finished (the message says what is left to
+            do); or it has no checkpoint yet (the message gives the command that starts it again).
     """
     run_dir = Path(run_dir)
     saved = read_config(run_dir)
+    pth, _ = exported_files(run_dir, saved.new_name)
+    if pth.is_file():
+        raise ConfigError(finished_run_message(run_dir, saved))
+    if not last_checkpoint(run_dir).is_file():
+        raise ConfigError(
+            f"run {run_dir} has no checkpoint yet (it was stopped before its first one), so there is "
+            f"nothing to resume; start it again in the same folder: {restart_command(saved, run_dir)}"
+        )
     return saved.replace(out_dir=run_dir, resume=run_dir, device=saved.device if device is None else device)
+
+
+def finished_run_message(run_dir: Path, config: FinetuneConfig) -> str:
+    """What a finished run left and what is still to do (register it, or export it for napari)."""
+    from empanada_desktop.core.registry import ModelRegistry
+
+    pth, _ = exported_files(run_dir, config.new_name)
+    try:
+        registered = {m.name for m in ModelRegistry().list() if m.registered}
+    except OSError:
+        registered = set()
+    if config.new_name in registered:
+        return (f"run {run_dir} has finished: its model {pth} is registered as {config.new_name}. Nothing to "
+                f"resume; to use it in empanada-napari: empanada-desktop models export {config.new_name} DIR")
+    return (f"run {run_dir} has finished: its model is {pth} (not registered). Nothing to resume; register "
+            f"it with: empanada-desktop models import {pth} --name NAME (NAME: {config.new_name}, or another "
+            "name if that one is taken)")
+
+
+def restart_command(config: FinetuneConfig, run_dir: Path) -> str:
+    """The ``empanada-desktop finetune`` command that starts ``config`` again in ``run_dir``."""
+    parts = ["empanada-desktop", "finetune", "--model", config.model]
+    for folder in config.train_dirs:
+        parts += ["--train", str(folder)]
+    if config.val_dir is not None:
+        parts += ["--val", str(config.val_dir)]
+    parts += ["--layers", config.layers, "--iterations", str(config.iterations), "--patch-size",
+              str(config.patch_size), "--batch-size", str(config.batch_size), "--name", config.new_name,
+              "--out", str(run_dir), "--seed", str(config.seed)]
+    if config.duplicate_patches:
+        parts.append("--duplicate-patches")
+    if not config.register:
+        parts.append("--no-register")
+    return " ".join(shlex.quote(part) for part in parts)
 
 
 # -- resumable runs ---------------------------------------------------------------------------
@@ -171,9 +254,16 @@ def find_resumable_runs(root: str | Path | None = None) -> list[ResumableRun]:
 
 
 def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
-    """One JSON object per line; appended (a torn last line is skipped by ``read_metrics``)."""
-    with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
+    """One JSON object per line; appended (a torn last line is skipped by ``read_metrics``).
+
+    A full or read-only disk loses the record (logged) rather than the run.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError as error:
+        log.warning("metrics of step %s not recorded: %s", record.get("step"), describe_os_error(error, path))
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -198,6 +288,13 @@ def truncate_metrics(run_dir: str | Path, after_step: int) -> None:
 # -- finetune.log -----------------------------------------------------------------------------
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """A log file that, on a full or read-only disk, drops lines instead of printing tracebacks."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+        self.dropped = getattr(self, "dropped", 0) + 1
+
+
 class RunLog:
     """The run's ``finetune.log`` while the run lasts.
 
@@ -207,7 +304,7 @@ class RunLog:
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+        self.handler = _QuietFileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.package_logger = logging.getLogger("empanada_desktop")
         self.run_logger = logging.getLogger(f"empanada_desktop.finetune.run.{id(self)}")

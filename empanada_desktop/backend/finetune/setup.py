@@ -85,12 +85,13 @@ def check_batch_size(config: FinetuneConfig, n_images: int) -> None:
 
 
 def check_new_name_free(name: str) -> None:
+    """Refuse, before any training, a name a model already has (in any letter case)."""
     from empanada_desktop.core.registry import ModelRegistry
 
-    known = {model.name for model in ModelRegistry().list()}
-    if name in known:
+    taken = next((model.name for model in ModelRegistry().list() if model.name.casefold() == name.casefold()), None)
+    if taken is not None:
         raise ConfigError(
-            f"a model named {name!r} is already registered; choose another name for the "
+            f"a model named {taken!r} is already registered; choose another name for the "
             "finetuned model, or remove the old one in the model manager first."
         )
 

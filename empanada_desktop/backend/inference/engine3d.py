@@ -44,6 +44,7 @@ from empanada_desktop.backend.inference.volume_io import (
     work_file,
     write_output,
 )
+from empanada_desktop.core.disk_space import ensure_free_space
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +211,8 @@ def segment_volume(
     planes = ("xy", "xz", "yz") if config.ortho else (config.plane,)
     clock = _Clock(sum(source.count(p) for p in planes) + source.shape[0] * (3 if config.ortho else 1))
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    # Work files (one per plane, int32) and the output TIFF, before any slice is segmented.
+    ensure_free_space(out_path.parent, 4 * int(np.prod(source.shape)) * (len(planes) + 1), f"the labels {out_path.name}")
     with tempfile.TemporaryDirectory(prefix=".empanada-work-", dir=out_path.parent) as folder:
         works, all_stats = [], []
         for plane in planes:

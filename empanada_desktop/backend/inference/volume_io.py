@@ -18,6 +18,7 @@ import numpy as np
 import tifffile
 
 from empanada_desktop.core.atomic import atomic_path
+from empanada_desktop.core.disk_space import preallocate
 from empanada_desktop.core.errors import ImageReadError
 
 AXES = {"xy": 0, "xz": 1, "yz": 2}
@@ -101,7 +102,12 @@ def get_slice(work: np.ndarray, plane: str, index: int) -> np.ndarray:
 
 
 def work_file(folder: Path, name: str, shape) -> np.memmap:
-    return np.memmap(folder / f"{name}.raw", dtype=np.int32, mode="w+", shape=tuple(shape))
+    """A zeroed int32 memory-mapped work file; its disk space is reserved first, so that a full
+    disk is an OSError here rather than a crash (SIGBUS) in the middle of the run."""
+    path = folder / f"{name}.raw"
+    path.touch()
+    preallocate(path, int(np.prod(shape)) * 4)
+    return np.memmap(path, dtype=np.int32, mode="r+", shape=tuple(shape))
 
 
 @dataclass
@@ -183,6 +189,7 @@ def write_output(out_path: Path, work: np.ndarray, lut: np.ndarray, stuff_diviso
     big = int(np.prod(shape)) * 4 > 2**31
     with atomic_path(out_path) as tmp:
         out = tifffile.memmap(tmp, shape=shape, dtype=np.int32, bigtiff=big, photometric="minisblack")
+        preallocate(tmp, tmp.stat().st_size)  # a full disk: an OSError now, not a SIGBUS later
         for z in range(shape[0]):
             labels = np.asarray(work[z]).astype(np.int64)
             mapped = np.where(labels > 0, lut[np.clip(labels, 0, None)], -labels * stuff_divisor)

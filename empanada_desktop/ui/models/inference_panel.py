@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, user_message
 from empanada_desktop.ui.models.form_widgets import LazyComboBox, spin_box
 from empanada_desktop.ui.models.inference_jobs import ModelCache, segment2d_job, segment_image
 from empanada_desktop.ui.models.volume_segmentation import VolumeSegmentation
@@ -299,7 +299,7 @@ class InferencePanel(QWidget):
         try:
             write_tiff(Path(path), self.document.labels)
         except (UserError, OSError) as error:
-            show_error(self, "Export failed", f"Could not write {path}: {error}")
+            show_error(self, "Export failed", user_message(error, path))
             return None
         self.status.setText(f"Wrote {path}.")
         return Path(path)

@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, user_message
 from empanada_desktop.core.model_export import ExportExistsError, add_to_empanada_napari, export_pair
 from empanada_desktop.core.registry import ModelRegistry
 from empanada_desktop.ui.shell.messages import show_error
@@ -333,7 +333,7 @@ class ModelManagerDialog(QDialog):
                     return None
                 paths = export_pair(model, Path(out_dir), overwrite=True)
         except (UserError, OSError) as error:
-            show_error(self, "Export failed", f"Could not export {model.name} to {out_dir}: {error}")
+            show_error(self, "Export failed", f"Could not export {model.name} to {out_dir}: {user_message(error, out_dir)}")
             return None
         self.status.setText(f"Wrote {paths[0].name} and {paths[1].name} to {out_dir}. In "
                             "empanada-napari, load the .yaml with 'Register new model'.")
@@ -354,7 +354,7 @@ class ModelManagerDialog(QDialog):
         try:
             target = add_to_empanada_napari(model)
         except (UserError, OSError) as error:
-            show_error(self, "Could not add the model to empanada-napari", str(error))
+            show_error(self, "Could not add the model to empanada-napari", user_message(error))
             return None
         self.status.setText(f"Wrote {target}; restart napari to see {model.name} in its model lists.")
         return target

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QMainWindow, Q
 
 from empanada_desktop import __version__
 from empanada_desktop.core import opening
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, user_message
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.busy_indicator import BusyIndicator
 from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
@@ -279,7 +279,7 @@ class MainWindow(QMainWindow):
         try:
             write_tiff(path, self.document.labels)
         except (UserError, OSError) as error:
-            show_error(self, "Cannot save labels", str(error))
+            show_error(self, "Cannot save labels", user_message(error, path))
             return False
         self.document.labels_path = Path(path)
         self.document.edited_chunks = set()  # saved: nothing left for autosave to keep

@@ -35,7 +35,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 from PySide6.QtWidgets import QApplication
 
 from empanada_desktop.backend.events import Progress, StopFn
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, describe_os_error, is_write_failure
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +121,10 @@ class _Runner(QObject):
             log.info("job stopped with a user error: %s", error)
             self.failed.emit(str(error))
         except Exception as error:  # noqa: BLE001 - every failure must reach the user as a message
+            if is_write_failure(error):  # disk full, read-only, no permission: one line, no traceback
+                log.info("job stopped by a disk problem: %s", error)
+                self.failed.emit(describe_os_error(error))
+                return
             log.exception("job failed")
             self.failed.emit(
                 f"The job stopped because of an unexpected error ({type(error).__name__}: {error}). "

@@ -19,6 +19,7 @@ import numpy as np
 from PySide6.QtCore import QObject, QTimer
 
 from empanada_desktop.core.atomic import write_bytes, write_text
+from empanada_desktop.core.errors import describe_os_error
 from empanada_desktop.core.paths import autosave_dir
 from empanada_desktop.ui.training_data.training_set import TrainingSet
 from empanada_desktop.ui.viewer.document import CHUNK, Document
@@ -71,11 +72,15 @@ class Autosaver(QObject):
                    "shape": list(doc.image.shape) if doc.image is not None else None,
                    "plane": doc.plane, "index": doc.index, "chunk": CHUNK,
                    "has_labels": bool(doc.edited_chunks), "patches": len(self.training_set.patches)}
-        if doc.labels is not None and doc.edited_chunks:
-            write_bytes(self.directory / LABELS, _chunks_bytes(doc))
-        if self.training_set.patches:
-            write_bytes(self.directory / PATCHES, self.training_set.to_bytes())
-        write_text(self.directory / SESSION, json.dumps(session, indent=1))  # last: marks complete
+        try:
+            if doc.labels is not None and doc.edited_chunks:
+                write_bytes(self.directory / LABELS, _chunks_bytes(doc))
+            if self.training_set.patches:
+                write_bytes(self.directory / PATCHES, self.training_set.to_bytes())
+            write_text(self.directory / SESSION, json.dumps(session, indent=1))  # last: marks complete
+        except OSError as error:  # a full or read-only disk: keep the work dirty and try again later
+            log.warning("autosave failed: %s", describe_os_error(error))
+            return
         self.dirty = False
         log.debug("autosaved to %s", self.directory)
 

@@ -12,7 +12,8 @@ from PySide6.QtWidgets import (QDialog, QDoubleSpinBox, QFileDialog, QHBoxLayout
                                QListWidget, QListWidgetItem, QMessageBox, QPushButton,
                                QVBoxLayout, QWidget)
 
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, user_message
+from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.training_data.save_set_dialog import SaveSetDialog, default_set_folder
 from empanada_desktop.ui.training_data.training_set import Patch, TrainingSet
@@ -230,7 +231,7 @@ class TrainingSetPanel(QWidget):
         try:
             counts = self.training_set.save(folder, val_fraction=self.val_spin.value())
         except (UserError, OSError) as error:
-            QMessageBox.warning(self, "Cannot save the training set", str(error))
+            show_error(self, "Cannot save the training set", user_message(error, folder))
             return None
         self.savedTo.emit(Path(folder))
         text = f"Saved {counts['train']} patches to {folder}"

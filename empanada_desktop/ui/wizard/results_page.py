@@ -23,7 +23,7 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from empanada_desktop.core.errors import UserError
+from empanada_desktop.core.errors import UserError, user_message
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.worker import Job, JobBusyError, JobFailed, run_job, spawn
 from empanada_desktop.ui.wizard.state import WizardState
@@ -263,8 +263,8 @@ class ResultsPage(QWizardPage):
         try:
             config = ModelConfig.from_yaml(result.exported_yaml)
             model = ModelRegistry().register(name, config, Path(result.exported_pth), copy=True)
-        except UserError as error:
-            show_error(self, "Cannot save the model", str(error))
+        except (UserError, OSError) as error:
+            show_error(self, "Cannot save the model", user_message(error))
             return False
         self.registered_name = model.name
         self.open_button.setEnabled(True)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from empanada_desktop.backend.finetune.config import LAYER_CHOICES, default_of
 from empanada_desktop.core.errors import ConfigError, UserError
+from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.worker import Job, JobBusyError, JobFailed, run_job, spawn
 from empanada_desktop.ui.wizard import advice
 from empanada_desktop.ui.wizard.state import WizardState
@@ -189,6 +190,12 @@ class SettingsPage(QWizardPage):
             self.state.config = self.build_config()
         except UserError as error:
             self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
+            return False
+        try:
+            preflight(self.state.config, self.counts)
+        except UserError as error:  # a taken name or a full disk: the whole message, in the error box
+            self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
+            show_error(self, "Cannot start the run", str(error))
             return False
         return True
 
@@ -373,3 +380,13 @@ class SettingsPage(QWizardPage):
 
         self.estimate_task = spawn(flow())
         return self.estimate_task
+
+
+def preflight(config, counts: dict[str, int]) -> None:
+    """Before the run starts: the new name is free (the results page registers it) and the disks
+    have room for the checkpoints, the export and the registered copy; raises UserError."""
+    from empanada_desktop.backend.finetune.disk_space import check_space_from_counts
+    from empanada_desktop.backend.finetune.setup import check_new_name_free
+
+    check_new_name_free(config.new_name)
+    check_space_from_counts(config, counts, register=True)

@@ -33,7 +33,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(checkpoints.torch, "save", disk_full)
-    with pytest.raises(UserError, match="No space left.*previous checkpoint is unchanged"):
+    with pytest.raises(UserError, match="disk is full.*previous checkpoint is unchanged"):
         save_checkpoint(path, _checkpoint(2))
     monkeypatch.setattr(checkpoints.torch, "save", real_save)
     assert load_checkpoint(path)["step"] == 1

@@ -114,6 +114,9 @@ def test_paint_save_reopen_continue(window, tmp_path, qtbot):
 def test_saving_nothing_annotated_says_what_to_do(window, tmp_path, monkeypatch):
     shown = []
     monkeypatch.setattr(QMessageBox, "warning", lambda parent, title, text, *a: shown.append(text))
+    import empanada_desktop.ui.training_data.training_gallery as gallery  # saving shows the one error box
+
+    monkeypatch.setattr(gallery, "show_error", lambda parent, title, text: shown.append(text))
     _volume(window)
     window.patch_picker.count_spin.setValue(1)
     window.patch_picker.pick()
