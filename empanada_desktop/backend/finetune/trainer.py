@@ -102,6 +102,11 @@ class Trainer:
         total, parts = self.forward_loss(batch.images, batch.targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
+        # Unscaled gradients for clipping and for the health monitor, which reads them after the step.
+        scaler.unscale_(optimizer)
+        if self.config.grad_clip:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(parameters, float(self.config.grad_clip))
         scaler.step(optimizer)
         scaler.update()
         values = torch.stack(list(parts.values())).float().cpu().tolist()
