@@ -80,12 +80,13 @@ def resolve_safe_defaults(config: FinetuneConfig, model: torch.nn.Module) -> tup
     note for the user when the safe recipe for an unnormalised encoder was applied."""
     if config.encoder_lr_scale is not None and config.grad_clip is not None:
         return config, None
-    unnormalised = not encoder_is_normalised(model)
+    # With layers "none" the encoder does not train: empanada's recipe, unchanged.
+    unnormalised = config.layers != "none" and not encoder_is_normalised(model)
     scale = config.encoder_lr_scale if config.encoder_lr_scale is not None else (
         SAFE_ENCODER_LR_SCALE if unnormalised else 1.0)
     clip = config.grad_clip if config.grad_clip is not None else (SAFE_GRAD_CLIP if unnormalised else 0.0)
     resolved = config.replace(encoder_lr_scale=float(scale), grad_clip=float(clip))
-    if not unnormalised or config.layers == "none":
+    if not unnormalised:
         return resolved, None
     note = (
         f"{config.model}'s encoder has no batch norms (they are fused into its convolutions), so "
@@ -175,6 +176,7 @@ class HealthMonitor:
         record: dict[str, Any] = {"grad_norm": gradient_norms(self.optimizer)}
         if self.samples_at(step):
             record["encoder_scale"] = encoder_scales(self.trainer, self.probe)
+            record["start_scale"] = dict(self.state["start_scales"])
         record["seconds"] = time.perf_counter() - started
         verdict = self._judge(losses, record)
         record["status"] = verdict.status

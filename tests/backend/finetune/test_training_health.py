@@ -77,6 +77,8 @@ def test_safe_defaults_apply_to_fused_encoders_only(tiny_native_model, tmp_path)
     fused, note = health.resolve_safe_defaults(config, fuse_encoder_batchnorm(tiny_native_model))
     assert fused.encoder_lr_scale == health.SAFE_ENCODER_LR_SCALE and fused.grad_clip == health.SAFE_GRAD_CLIP
     assert "no batch norms" in note
+    frozen, note = health.resolve_safe_defaults(config.replace(layers="none"), tiny_native_model)
+    assert (frozen.encoder_lr_scale, frozen.grad_clip, note) == (1.0, 0.0, None)
     chosen, _ = health.resolve_safe_defaults(config.replace(encoder_lr_scale=0.5, grad_clip=0.0), tiny_native_model)
     assert (chosen.encoder_lr_scale, chosen.grad_clip) == (0.5, 0.0)
 
@@ -194,3 +196,21 @@ def test_all_layers_on_a_fused_encoder_safe_by_default_and_old_recipe_rolled_bac
     assert not (tmp_path / "old" / "checkpoints" / "last.pt").exists()
     records = [json.loads(line) for line in (tmp_path / "old" / "metrics.jsonl").read_text().splitlines()]
     assert any("health_stop" in r for r in records)
+
+
+def test_cli_prints_the_health_stop_as_a_warning_and_exits_3(tiny_model, tmp_path, monkeypatch, capsys):
+    from empanada_desktop.cli import main
+
+    # Any change of scale counts as a blow-up here, so that two tiny steps show the whole path.
+    monkeypatch.setattr(health, "BLOW_UP_FACTOR", 1.0)
+    train = write_training_set(tmp_path / "train", {"a": 2}, seed=1)
+    code = main(["finetune", "--model", tiny_model, "--train", str(train), "--name", "cli_h", "--iterations", "3",
+                 "--patch-size", "64", "--batch-size", "2", "--device", "cpu", "--layers", "stage4",
+                 "--out", str(tmp_path / "run"), "--encoder-lr-scale", "0.5", "--grad-clip", "2"])
+    err = capsys.readouterr().err
+    assert code == 3
+    lines = [line for line in err.splitlines() if line.startswith("warning: Training stopped at step 1 of 3")]
+    assert len(lines) == 1 and "Try:" in lines[0]
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["finetune"]
+    assert (saved["encoder_lr_scale"], saved["grad_clip"]) == (0.5, 2.0)
+    assert not (tmp_path / "run" / "cli_h.pth").exists()
