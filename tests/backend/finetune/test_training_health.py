@@ -34,7 +34,7 @@ def fused_model(app_home, tmp_path) -> str:
     made like the other tests' empanada-style files and registered with a resnet18 config."""
     import dataclasses
 
-    from conftest import make_empanada_style_file
+    from tests.backend.conftest import make_empanada_style_file
     from empanada_desktop.core.registry import ModelRegistry
 
     path = tmp_path / "Fused_v1.pth"

@@ -44,3 +44,11 @@ def test_run_page_routes_health_events_and_reports_a_health_stop(qtbot):
     page.on_finished(FinetuneResult(run_dir=Path("run"), model_name="m", stopped=True, health_problem=problem))
     assert page.outcome == "failed" and not page.isComplete()
     assert "Training stopped at step 7" in page.status.text() and page.resume_button.isHidden()
+
+
+def test_layers_advice_states_the_safe_defaults_health_py_applies():
+    from empanada_desktop.backend.finetune import health
+    from empanada_desktop.ui.wizard import advice
+
+    assert f"{health.SAFE_ENCODER_LR_SCALE:g} x the learning rate" in advice.LAYERS_INTRO
+    assert health.SAFE_GRAD_CLIP > 0 and "clipped gradients" in advice.LAYERS_INTRO
