@@ -214,3 +214,33 @@ def test_cli_prints_the_health_stop_as_a_warning_and_exits_3(tiny_model, tmp_pat
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["finetune"]
     assert (saved["encoder_lr_scale"], saved["grad_clip"]) == (0.5, 2.0)
     assert not (tmp_path / "run" / "cli_h.pth").exists()
+
+
+def test_cli_help_states_the_safe_defaults():
+    import argparse
+
+    from empanada_desktop.cli.finetune import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    text = " ".join(parser._subparsers._group_actions[0].choices["finetune"].format_help().split())
+    assert f"default: {health.SAFE_ENCODER_LR_SCALE:g} for encoders without batch norms" in text
+    assert f"default: {health.SAFE_GRAD_CLIP:g} for encoders without batch norms" in text
+
+
+def test_optimizer_state_of_a_run_saved_before_the_heads_encoder_split_still_loads(tiny_native_model):
+    from empanada_desktop.backend.finetune.optim import load_optimizer_state, make_optimizer
+
+    model = tiny_native_model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    old = torch.optim.AdamW([{"params": [p for p in trainable if p.ndim > 1], "weight_decay": 0.1},
+                             {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}], lr=0.003)
+    for p in trainable:
+        p.grad = torch.randn_like(p)
+    old.step()
+    saved = old.state_dict()
+    new = make_optimizer(model, 0.003, 0.1, encoder_lr_scale=1.0)
+    load_optimizer_state(new, saved, model)
+    for p in trainable:
+        assert torch.equal(new.state[p]["exp_avg"], old.state[p]["exp_avg"])
+    assert len(new.param_groups) == 4
