@@ -40,8 +40,19 @@ REMEDIES = {
     "gradient clipping 1.0 only": (1.0, 1.0),
     "encoder lr x0.1 only": (0.1, 0.0),
     "encoder lr x0.03 only": (0.03, 0.0),
+    "encoder lr x0.01 only": (0.01, 0.0),
     "defaults": (None, None),
 }
+
+
+LOSS_CASES = [
+    # (layers, name, encoder_lr_scale, grad_clip, monitor stops a blow-up)
+    ("all", "defaults", None, None, True),
+    ("all", "encoder lr x0.1 + clip 1", 0.1, 1.0, False),
+    ("all", "encoder lr x0.03 + clip 1", 0.03, 1.0, False),
+    ("all", "empanada recipe, unguarded", 1.0, 0.0, False),
+    ("none", "defaults = empanada recipe", None, None, True),
+]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,6 +61,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--skip", nargs="*", default=[], choices=("remedies", "loss", "cost"))
+    parser.add_argument("--cases", nargs="*", default=[], help="run only the loss cases whose name contains one of these")
     parser.add_argument("--cost-batch-size", type=int, default=16)
     parser.add_argument("--cost-patch-size", type=int, default=256)
     parser.add_argument("--cost-iterations", type=int, default=6)
@@ -126,8 +138,7 @@ def main(argv=None) -> int:
         demo = demo_dir() / "training_set"
         # With layers "none" the defaults are empanada's recipe (health.resolve_safe_defaults), so
         # one run stands for both.
-        cases = [("all", "defaults", None, None, True), ("all", "empanada recipe, unguarded", 1.0, 0.0, False),
-                 ("none", "defaults = empanada recipe", None, None, True)]
+        cases = [case for case in LOSS_CASES if not args.cases or any(part in case[1] for part in args.cases)]
         for index, (layers, name, scale, clip, guard) in enumerate(cases):
             row = run(model, demo, home / f"demo{index}", args, layers=layers, scale=scale, clip=clip,
                       stop_on_blow_up=guard)

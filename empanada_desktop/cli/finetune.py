@@ -53,7 +53,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-lr", type=float, default=default_of("max_lr"),
                         help=f"peak learning rate of the one-cycle schedule (default {default_of('max_lr')})")
     parser.add_argument("--encoder-lr-scale", type=float, default=default_of("encoder_lr_scale"), metavar="F",
-                        help="the encoder trains at F x the learning rate (default: 0.1 for encoders without "
+                        help="the encoder trains at F x the learning rate (default: 0.01 for encoders without "
                              "batch norms, such as MitoNet_v1's fused one, else 1)")
     parser.add_argument("--grad-clip", type=float, default=default_of("grad_clip"), metavar="NORM",
                         help="clip the gradient norm (0: off; default: 1 for encoders without batch norms, else off)")

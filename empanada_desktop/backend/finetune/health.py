@@ -17,7 +17,7 @@ Two guards:
 - ``HealthMonitor``: after every step, non-finite loss or gradients and the gradient norm of the
   heads and of the encoder; every ``health_every`` steps (and at checkpoint and validation steps,
   so that a saved checkpoint is always a checked one) the RMS of each encoder stage's output on
-  a fixed probe of two training patches. Drift (a scale 10x off its start, or a gradient norm
+  a fixed training patch (the probe). Drift (a scale 10x off its start, or a gradient norm
   whose last three steps are 100x the ten before) is a warning; a blow-up (non-finite values, a
   scale 100x off its start) stops the run. Gradient norms alone never stop a run: on small
   models and batches they spike by 10^4 for a step while training is fine (measured in the
@@ -45,18 +45,18 @@ from empanada_desktop.backend.finetune.config import FinetuneConfig
 
 log = logging.getLogger(__name__)
 
-SAFE_ENCODER_LR_SCALE = 0.1
+SAFE_ENCODER_LR_SCALE = 0.01
 SAFE_GRAD_CLIP = 1.0
 DRIFT_FACTOR = 10.0
 BLOW_UP_FACTOR = 100.0
 GRAD_DRIFT_FACTOR = 100.0
 RECENT_STEPS = 10
-PROBE_IMAGES = 2
+PROBE_IMAGES = 1
 STAGE_NAMES = ("stem", "stage1", "stage2", "stage3", "stage4")
 
 WHAT_TO_TRY = (
-    "Try: layers 'stage4' or 'none'; or a lower encoder learning rate (encoder_lr_scale 0.1 or "
-    "0.03, --encoder-lr-scale); or gradient clipping (grad_clip 1, --grad-clip); or a lower max_lr."
+    "Try: layers 'stage4' or 'none'; or a lower encoder learning rate (encoder_lr_scale 0.003, "
+    "--encoder-lr-scale); or gradient clipping (grad_clip 1, --grad-clip); or a lower max_lr (--max-lr)."
 )
 
 
@@ -100,18 +100,39 @@ def resolve_safe_defaults(config: FinetuneConfig, model: torch.nn.Module) -> tup
 # -- measuring --------------------------------------------------------------------------------
 
 
-def gradient_norms(optimizer: torch.optim.Optimizer) -> dict[str, float]:
-    """L2 norm of the gradients of each named part ("heads", "encoder"); one device sync."""
+def _grads_by_part(optimizer: torch.optim.Optimizer) -> dict[str, list[torch.Tensor]]:
     by_part: dict[str, list[torch.Tensor]] = {}
     for group in optimizer.param_groups:
         grads = [p.grad for p in group["params"] if p.grad is not None]
         if grads:
             by_part.setdefault(group.get("name", "all"), []).extend(grads)
-    if not by_part:
+    return by_part
+
+
+def _part_norms(by_part: dict[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {name: torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+            for name, grads in by_part.items()}
+
+
+def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float) -> dict[str, torch.Tensor]:
+    """Scale all gradients so that their total L2 norm is at most ``max_norm`` (as
+    ``clip_grad_norm_``); returns each part's norm before clipping (tensors, no sync)."""
+    by_part = _grads_by_part(optimizer)
+    norms = _part_norms(by_part)
+    if norms:
+        total = torch.linalg.vector_norm(torch.stack(list(norms.values())))
+        factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+        torch._foreach_mul_([g for grads in by_part.values() for g in grads], factor)
+    return norms
+
+
+def gradient_norms(optimizer: torch.optim.Optimizer, measured: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """L2 norm of the gradients of each named part ("heads", "encoder"), from ``measured`` when
+    clipping already computed them; one device sync."""
+    norms = measured if measured is not None else _part_norms(_grads_by_part(optimizer))
+    if not norms:
         return {}
-    names = list(by_part)
-    norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(by_part[name])).float()) for name in names]
-    return dict(zip(names, torch.stack(norms).cpu().tolist()))
+    return dict(zip(norms, torch.stack(list(norms.values())).cpu().tolist()))
 
 
 def encoder_scales(trainer: Any, probe: torch.Tensor) -> dict[str, float]:
@@ -173,7 +194,7 @@ class HealthMonitor:
     def check(self, step: int, losses: dict[str, float]) -> tuple[dict[str, Any], Verdict]:
         """The health record of ``step`` (for metrics.jsonl) and its verdict."""
         started = time.perf_counter()
-        record: dict[str, Any] = {"grad_norm": gradient_norms(self.optimizer)}
+        record: dict[str, Any] = {"grad_norm": gradient_norms(self.optimizer, getattr(self.trainer, "grad_norms", None))}
         if self.samples_at(step):
             record["encoder_scale"] = encoder_scales(self.trainer, self.probe)
             record["start_scale"] = dict(self.state["start_scales"])
@@ -285,7 +306,7 @@ def roll_back(run: Any, verdict: Verdict, runlog: Any) -> Iterator[Any]:
 
 
 def monitor_for(run: Any, check_steps: set[int]) -> HealthMonitor | None:
-    """The monitor of ``run`` (None when ``health_check`` is off); its probe is two patches of
+    """The monitor of ``run`` (None when ``health_check`` is off); its probe is the first patch of
     the step-0 batch, which training never uses, so it is the same on resume."""
     if not run.config.health_check:
         return None

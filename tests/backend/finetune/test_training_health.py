@@ -244,3 +244,22 @@ def test_optimizer_state_of_a_run_saved_before_the_heads_encoder_split_still_loa
     for p in trainable:
         assert torch.equal(new.state[p]["exp_avg"], old.state[p]["exp_avg"])
     assert len(new.param_groups) == 4
+
+
+def test_clipping_matches_torch_and_reports_each_part_before_clipping(tiny_native_model):
+    from empanada_desktop.backend.finetune.optim import make_optimizer
+
+    optimizer = make_optimizer(tiny_native_model, 0.003, 0.1, encoder_lr_scale=0.1)
+    parameters = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in parameters:
+        p.grad = torch.randn_like(p)
+    copies = [torch.nn.Parameter(p.detach().clone()) for p in parameters]
+    for copy, p in zip(copies, parameters):
+        copy.grad = p.grad.clone()
+    total = torch.nn.utils.clip_grad_norm_(copies, 1.0)
+    before = health.gradient_norms(optimizer)
+    norms = health.clip_gradients(optimizer, 1.0)
+    assert health.gradient_norms(optimizer, norms) == pytest.approx(before)
+    assert math.hypot(*before.values()) == pytest.approx(float(total), rel=1e-5)
+    assert math.hypot(*health.gradient_norms(optimizer).values()) == pytest.approx(1.0, rel=1e-4)
+    assert all(torch.allclose(copy.grad, p.grad, rtol=1e-4, atol=1e-7) for copy, p in zip(copies, parameters))
