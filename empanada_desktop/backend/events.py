@@ -56,4 +56,21 @@ class Message:
     level: str = "info"  # "info" or "warning"
 
 
-Event = Progress | Validated | CheckpointSaved | Message
+@dataclass(frozen=True)
+class Health:
+    """The finetuning health check of ``step`` (``backend/finetune/health.py``).
+
+    ``grad_norms`` per part ("heads", "encoder"); ``encoder_scales`` per encoder stage (RMS of
+    its output on a fixed probe; empty on steps that were not sampled) and their values at the
+    start; ``status`` is "ok", "drifting" or "blow-up", ``text`` says why in plain words.
+    """
+
+    step: int
+    grad_norms: Mapping[str, float] = field(default_factory=dict)
+    encoder_scales: Mapping[str, float] = field(default_factory=dict)
+    start_scales: Mapping[str, float] = field(default_factory=dict)
+    status: str = "ok"
+    text: str = ""
+
+
+Event = Progress | Validated | CheckpointSaved | Message | Health

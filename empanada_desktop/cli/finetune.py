@@ -16,6 +16,7 @@ from pathlib import Path
 from empanada_desktop.backend.finetune.config import LAYER_CHOICES, PRECISIONS, default_of
 
 EXIT_STOPPED = 130
+EXIT_UNHEALTHY = 3  # the health monitor stopped a blow-up and rolled back
 
 
 def register(subparsers) -> None:
@@ -49,6 +50,17 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=default_of("precision"))
     parser.add_argument("--checkpoint-every", type=int, default=default_of("checkpoint_every"), metavar="N",
                         help=f"save every N steps (default {default_of('checkpoint_every')})")
+    parser.add_argument("--max-lr", type=float, default=default_of("max_lr"),
+                        help=f"peak learning rate of the one-cycle schedule (default {default_of('max_lr')})")
+    parser.add_argument("--encoder-lr-scale", type=float, default=default_of("encoder_lr_scale"), metavar="F",
+                        help="the encoder trains at F x the learning rate (default: 0.01 for encoders without "
+                             "batch norms, such as MitoNet_v1's fused one, else 1)")
+    parser.add_argument("--grad-clip", type=float, default=default_of("grad_clip"), metavar="NORM",
+                        help="clip the gradient norm (0: off; default: 1 for encoders without batch norms, else off)")
+    parser.add_argument("--health-every", type=int, default=default_of("health_every"), metavar="N",
+                        help=f"measure the encoder's output scale every N steps (default {default_of('health_every')})")
+    parser.add_argument("--no-health-check", dest="health_check", action="store_false",
+                        help="do not stop and roll back when training blows up (not recommended)")
     parser.add_argument("--duplicate-patches", action="store_true",
                         help="allow fewer images than the batch size by repeating patches")
     parser.add_argument("--no-register", dest="register", action="store_false",
@@ -81,6 +93,11 @@ def _config_from_args(args: argparse.Namespace):
         seed=args.seed,
         precision=args.precision,
         checkpoint_every=args.checkpoint_every,
+        max_lr=args.max_lr,
+        encoder_lr_scale=args.encoder_lr_scale,
+        grad_clip=args.grad_clip,
+        health_check=args.health_check,
+        health_every=args.health_every,
         duplicate_patches=args.duplicate_patches,
         register=args.register,
     )
@@ -162,11 +179,15 @@ def run_finetune(args: argparse.Namespace, stop=None) -> int:
                 metrics = ", ".join(f"{k} {v:.3f}" for k, v in event.metrics.items())
                 print(("\n" if interactive else "") + f"validation ({label}): {metrics}", file=stream, flush=True)
             elif isinstance(event, Message):
-                print(("\n" if interactive else "") + event.text, file=stream, flush=True)
+                prefix = "warning: " if event.level == "warning" else ""
+                print(("\n" if interactive else "") + prefix + event.text, file=stream, flush=True)
             elif isinstance(event, CheckpointSaved) and event.kind == "stop":
                 print(f"\ncheckpoint saved: {event.path}", file=stream, flush=True)
     if interactive:
         print(file=stream)
+    if result.stopped and getattr(result, "health_problem", None):
+        print(f"run folder: {result.run_dir}", file=stream)
+        return EXIT_UNHEALTHY
     if result.stopped:
         print(f"stopped after step {result.steps_done}; resume with:\n  empanada-desktop finetune --resume "
               f"{result.run_dir}", file=stream)

@@ -54,6 +54,15 @@ class FinetuneConfig:
             augmented) patches in a batch.
         prefetch_batches: batches prepared ahead by the background data thread.
         register: register the finetuned model in the app's model registry at the end.
+        encoder_lr_scale: the encoder's learning rate is ``max_lr`` times this (decoders and
+            heads train at ``max_lr``). None: chosen when the run starts (``health.py``:
+            ``SAFE_ENCODER_LR_SCALE`` for encoders without normalisation, such as MitoNet_v1's
+            batch-norm-fused one, else 1) and written into the run's config.yaml.
+        grad_clip: clip the gradient norm of all trainable parameters to this (0: off). None:
+            chosen like ``encoder_lr_scale``.
+        health_check: watch every step for a blow-up (non-finite loss or gradients, encoder
+            output scale or gradient norm growing by orders of magnitude); stop and roll back.
+        health_every: measure the encoder's output scale every N steps (and at checkpoints).
     """
 
     model: str
@@ -78,6 +87,10 @@ class FinetuneConfig:
     duplicate_patches: bool = False
     prefetch_batches: int = 2
     register: bool = True
+    encoder_lr_scale: float | None = None
+    grad_clip: float | None = None
+    health_check: bool = True
+    health_every: int = 5
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -115,6 +128,16 @@ class FinetuneConfig:
         if self.weight_gamma is not None and not (0 <= float(self.weight_gamma) <= 1):
             raise ConfigError(f"weight_gamma {self.weight_gamma!r}: use a value in [0, 1] (0.7 for MitoNet).")
         _positive_int("prefetch_batches", self.prefetch_batches)
+        if self.encoder_lr_scale is not None and not (_is_number(self.encoder_lr_scale)
+                                                      and 0 < float(self.encoder_lr_scale) <= 1):
+            raise ConfigError(f"encoder_lr_scale {self.encoder_lr_scale!r}: use a fraction in (0, 1], or leave it "
+                              "empty for the safe default of the model.")
+        if self.grad_clip is not None and not (_is_number(self.grad_clip) and 0 <= float(self.grad_clip) < 1e6):
+            raise ConfigError(f"grad_clip {self.grad_clip!r}: use a gradient norm >= 0 (0 turns clipping off), or "
+                              "leave it empty for the safe default of the model.")
+        if not isinstance(self.health_check, bool):
+            raise ConfigError(f"health_check {self.health_check!r}: use true or false.")
+        _positive_int("health_every", self.health_every)
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError("device: use auto, cpu, cuda, cuda:N or mps.")
 
@@ -176,6 +199,10 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, (str, Path)):
         return [value]
     return list(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
 
 
 def _positive_int(name: str, value: Any) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from empanada_desktop import __version__
 from empanada_desktop.backend.events import CheckpointSaved, Event, Message, Progress, StopFn, Validated, never_stop
-from empanada_desktop.backend.finetune import disk_space, run_folder, setup
+from empanada_desktop.backend.finetune import disk_space, health, run_folder, setup
 from empanada_desktop.backend.finetune.checkpoints import (
     CHECKPOINT_VERSION,
     CheckpointWriteError,
@@ -34,7 +34,7 @@ from empanada_desktop.backend.finetune.checkpoints import (
 )
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.data import Prefetcher, TrainingData, read_roots
-from empanada_desktop.backend.finetune.optim import make_optimizer, make_scheduler
+from empanada_desktop.backend.finetune.optim import load_optimizer_state, make_optimizer, make_scheduler
 from empanada_desktop.backend.finetune.precision import Precision, choose_precision
 from empanada_desktop.backend.finetune.setup import trainable_counts
 from empanada_desktop.backend.finetune.trainer import Trainer
@@ -57,6 +57,7 @@ class FinetuneResult:
     stopped: bool = False
     best_step: int | None = None
     best_metrics: dict[str, float] = field(default_factory=dict)
+    health_problem: str | None = None  # why the health monitor stopped the run (see health.py)
 
 
 def validation_steps(iterations: int, validations: int) -> set[int]:
@@ -106,7 +107,7 @@ class _Run:
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         self.trainer.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(self.optimizer, checkpoint["optimizer"], self.trainer.model)
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         set_rng_state(checkpoint["rng"])
@@ -139,7 +140,8 @@ def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Even
         finished = yield from _train(run, stop, runlog)
         if not finished:
             return FinetuneResult(run.run_dir, run.config.new_name, dict(run.state["baseline"]),
-                                  dict(run.state["metrics"]), steps_done=run.step, stopped=True)
+                                  dict(run.state["metrics"]), steps_done=run.step, stopped=True,
+                                  health_problem=run.state.get("health", {}).get("problem"))
         return (yield from _finish(run, runlog))
 
 
@@ -151,6 +153,7 @@ def _prepare(config: FinetuneConfig) -> Iterator[Event]:
     device = setup.resolve_device(config.device)
     precision = choose_precision(device, config.precision)
     model, model_config = setup.load_base_model(config.model)
+    config, safe_note = health.resolve_safe_defaults(config, model)
     setup.check_patch_size(config, int(model_config.padding_factor))
     if config.register and not resuming:
         setup.check_new_name_free(config.new_name)
@@ -171,7 +174,9 @@ def _prepare(config: FinetuneConfig) -> Iterator[Event]:
         + "(" + ", ".join(f"{k}: {v:,}" for k, v in counts.items()) + ")."
     )
     yield Message(f"Training on {device} in {precision.name} ({precision.reason}); {len(data)} training images.")
-    optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay)
+    if safe_note:
+        yield Message(safe_note)
+    optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay, config.encoder_lr_scale)
     return _Run(
         config=config, resuming=resuming, device=device, precision=precision, model_config=model_config,
         trainer=trainer, data=data, val_pairs=val_pairs, optimizer=optimizer,
@@ -213,6 +218,9 @@ def _validate(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
     run_folder.append_metrics(run.run_dir, {"step": run.step, "validation": metrics})
     runlog.info("validation at step %d: %s", run.step, metrics)
     yield Validated(step=run.step, metrics=metrics)
+    if warning := health.validation_warning(metrics, run.step):
+        runlog.info("validation warning: %s", warning)
+        yield Message(warning, level="warning")
     best = run.state["best"]
     value = float(metrics.get(run.key_metric, 0.0))
     if best is None or value > best["value"]:
@@ -232,10 +240,13 @@ def _train(run: _Run, stop: StopFn, runlog: run_folder.RunLog) -> Iterator[Event
         run_folder.append_metrics(run.run_dir, {"step": 0, "validation": baseline, "baseline": True})
         runlog.info("baseline validation: %s", baseline)
         yield Validated(step=0, metrics=baseline, baseline=True)
+        if warning := health.validation_warning(baseline, 0, baseline=True):
+            yield Message(warning, level="warning")
 
     val_at = validation_steps(config.iterations, config.validations) if run.val_pairs else set()
     last = run_folder.last_checkpoint(run.run_dir)
     durations: list[float] = []
+    monitor = health.monitor_for(run, val_at)
     prefetcher = Prefetcher(trainer.make_batch_fn(run.data), range(run.step + 1, config.iterations + 1),
                             depth=config.prefetch_batches)
     try:
@@ -264,6 +275,11 @@ def _train(run: _Run, stop: StopFn, runlog: run_folder.RunLog) -> Iterator[Event
             runlog.info("step %d/%d loss %.5f lr %.3g %.2fs", step, config.iterations, losses["total"], lr, durations[-1])
             yield Progress(step=step, total=config.iterations, losses=losses, lr=lr, seconds_per_step=seconds,
                            eta_seconds=seconds * (config.iterations - step))
+            if monitor is not None:
+                verdict = yield from monitor.after_step(run, losses, runlog)
+                if verdict.status == "blow-up":
+                    yield from health.roll_back(run, verdict, runlog)
+                    return False
             if step in val_at:
                 yield from _validate(run, runlog)
             if step == config.iterations or (config.checkpoint_every and step % config.checkpoint_every == 0):
@@ -335,9 +351,10 @@ def estimate_seconds_per_step(config: FinetuneConfig, steps: int = 2) -> float:
     device = setup.resolve_device(config.device)
     precision = choose_precision(device, config.precision)
     model, model_config = setup.load_base_model(config.model)
+    config, _ = health.resolve_safe_defaults(config, model)
     setup.check_patch_size(config, int(model_config.padding_factor))
     trainer = Trainer(model, model_config, config, device, precision)
-    optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay)
+    optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay, config.encoder_lr_scale)
     scaler = precision.scaler()
     batch = synthetic_batch(config.batch_size, config.patch_size, seed=config.seed)
     try:

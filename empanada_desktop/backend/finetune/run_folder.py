@@ -138,7 +138,9 @@ def read_config(run_dir: str | Path) -> FinetuneConfig:
     section = document.get("finetune") if isinstance(document, dict) else None
     if not isinstance(section, dict):
         raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' section; the run cannot be resumed.")
-    return FinetuneConfig.from_dict(section)
+    # Runs saved before these settings existed trained with empanada's recipe: keep it on resume.
+    legacy = {"encoder_lr_scale": 1.0, "grad_clip": 0.0}
+    return FinetuneConfig.from_dict(legacy | section)
 
 
 def resume_config(run_dir: str | Path, device: str | None = None) -> FinetuneConfig:

@@ -54,6 +54,7 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.criterion = PanopticLoss.from_params(getattr(model_config, "criterion_params", None))
+        self.grad_norms: dict[str, torch.Tensor] | None = None  # per part, when clipping measured them
 
     def train_mode(self) -> None:
         """``model.train()``, then frozen BatchNorm layers back to eval (their statistics stay)."""
@@ -102,6 +103,14 @@ class Trainer:
         total, parts = self.forward_loss(batch.images, batch.targets)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(total).backward()
+        # Unscaled gradients for clipping and for the health monitor, which reads them after the step.
+        scaler.unscale_(optimizer)
+        self.grad_norms = None
+        if self.config.grad_clip:
+            from empanada_desktop.backend.finetune.health import clip_gradients
+
+            # Clipping measures the norm of each part anyway; the monitor reuses it (one pass).
+            self.grad_norms = clip_gradients(optimizer, float(self.config.grad_clip))
         scaler.step(optimizer)
         scaler.update()
         values = torch.stack(list(parts.values())).float().cpu().tolist()

@@ -20,7 +20,9 @@ LAYERS = {
 LAYERS_INTRO = (
     "Which parts of the model learn from your data. The decoders and heads always train. "
     "Start with <b>none</b>; <b>stage4</b> is usually the best trade-off; <b>all</b> is slowest "
-    "and may overfit."
+    "and may overfit. An encoder without batch norms (MitoNet_v1 files) trains at 0.01 x the "
+    "learning rate with clipped gradients, and a health check stops and rolls back a run that "
+    "blows up."
 )
 
 ITERATIONS = (

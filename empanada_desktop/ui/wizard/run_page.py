@@ -17,10 +17,11 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, Validated
+from empanada_desktop.backend.events import CheckpointSaved, Health, Message, Progress, Validated
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.worker import Job, JobBusyError
 from empanada_desktop.ui.wizard import advice
+from empanada_desktop.ui.wizard.health_plot import HealthPanel
 from empanada_desktop.ui.wizard.live_plot import LivePlot
 from empanada_desktop.ui.wizard.settings_page import format_duration
 from empanada_desktop.ui.wizard.state import WizardState
@@ -81,6 +82,8 @@ class RunPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addLayout(top)
         layout.addLayout(middle, 1)
+        self.health = HealthPanel()
+        layout.addWidget(self.health)
         layout.addLayout(buttons)
         self.cancel_button.clicked.connect(self.cancel)
         self.resume_button.clicked.connect(self.resume)
@@ -115,6 +118,7 @@ class RunPage(QWizardPage):
     # -- running -----------------------------------------------------------------------------
     def start(self, config=None, resume_dir: Path | None = None) -> bool:
         self.plot.clear()
+        self.health.clear()
         self.metrics_table.setRowCount(0)
         self.result = None
         self.events = []
@@ -180,6 +184,8 @@ class RunPage(QWizardPage):
             self.status.setText(text)
         elif isinstance(event, Validated):
             self._add_metrics(event)
+        elif isinstance(event, Health):
+            self.health.add(event)
         elif isinstance(event, CheckpointSaved):
             self.run_dir = _run_dir_of(event.path)
             if event.kind == "stop":
@@ -201,7 +207,11 @@ class RunPage(QWizardPage):
     def on_finished(self, result) -> None:
         self._set_navigation(running=False)
         self.cancel_button.setEnabled(False)
-        if getattr(result, "stopped", False) or (self.job is not None and self.job.cancel_requested):
+        if getattr(result, "health_problem", None):
+            self.outcome = "failed"
+            self.status.setText(f"<span style='color:#b00020'>{result.health_problem}</span>")
+            self.result = None
+        elif getattr(result, "stopped", False) or (self.job is not None and self.job.cancel_requested):
             self.outcome = "cancelled"
             where = f" in {self.run_dir}" if self.run_dir else ""
             self.status.setText(f"Cancelled; the checkpoint{where} lets you resume now or later "

@@ -12,7 +12,7 @@ import math
 import time
 from pathlib import Path
 
-from empanada_desktop.backend.events import Progress, Validated
+from empanada_desktop.backend.events import Health, Progress, Validated
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.wizard.page_ids import PAGE_NAMES, PAGE_RESULTS, PAGE_RUN, PAGE_SETTINGS
 from empanada_desktop.ui.wizard.wizard import FinetuneWizard
@@ -68,6 +68,12 @@ def wizard_at(page_id: int):
                       "mse": 1.2 * math.exp(-step / 50) + 0.15, "l1": 0.05, "pointrend_ce": 0.2}
             page.on_event(Progress(step=step, total=200, losses=losses, lr=lr,
                                    seconds_per_step=12.5, eta_seconds=12.5 * (200 - step)))
+            start = {"stem": 0.3, "stage1": 0.8, "stage2": 1.5, "stage3": 2.5, "stage4": 9.0}
+            drift = 1 + step / 400
+            page.on_event(Health(step=step, grad_norms={"heads": 2.0 * math.exp(-step / 60) + 0.4,
+                                                        "encoder": 0.3 * math.exp(-step / 60) + 0.05},
+                                 encoder_scales={k: v * drift ** (i / 2) for i, (k, v) in enumerate(start.items())}
+                                 if step % 5 == 0 or step == 1 else {}, start_scales=start))
             if step in (50, 100):
                 page.on_event(Validated(step=step, metrics={"iou": 0.5 + step / 1000,
                                                             "pq": 0.35 + step / 1000,
