@@ -7,6 +7,8 @@ Ctrl-C asks the run to stop after the current step; it saves a checkpoint and pr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -132,11 +134,27 @@ class _StopOnInterrupt:
 
 
 def run_finetune(args: argparse.Namespace, stop=None) -> int:
+    return drive(_config_from_args(args), stop, command="finetune")
+
+
+def drive(config, stop=None, *, command: str = "finetune") -> int:
+    """Run the loop for ``config`` (finetune or train) with a progress bar; the exit status.
+
+    Under torchrun every process runs this; rank 0 prints, the others stay quiet.
+    """
+    from empanada_desktop.backend import distributed
+
+    with distributed.session(config.device):
+        if distributed.is_main():
+            return _drive(config, stop, command, sys.stderr)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _drive(config, stop, command, quiet)
+
+
+def _drive(config, stop, command: str, stream) -> int:
     from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, Validated
     from empanada_desktop.backend.finetune.loop import finetune
 
-    config = _config_from_args(args)
-    stream = sys.stderr
     interactive = stream.isatty()
     with _StopOnInterrupt() as interrupt:
         should_stop = (lambda: interrupt() or stop()) if stop is not None else interrupt
@@ -168,7 +186,7 @@ def run_finetune(args: argparse.Namespace, stop=None) -> int:
     if interactive:
         print(file=stream)
     if result.stopped:
-        print(f"stopped after step {result.steps_done}; resume with:\n  empanada-desktop finetune --resume "
+        print(f"stopped after step {result.steps_done}; resume with:\n  empanada-desktop {command} --resume "
               f"{result.run_dir}", file=stream)
         return EXIT_STOPPED
     baseline = result.baseline_metrics
@@ -178,7 +196,7 @@ def run_finetune(args: argparse.Namespace, stop=None) -> int:
         rows = [f"  {name:>4}: {baseline.get(name, float('nan')):.3f} -> {final.get(name, float('nan')):.3f}"
                 for name in names]
         print("validation before -> after:\n" + "\n".join(rows))
-    print(f"finetuned model: {result.model_name}")
+    print(f"{'finetuned' if command == 'finetune' else 'new'} model: {result.model_name}")
     print(f"files: {result.exported_pth} and {result.exported_yaml}")
     print(f"run folder: {result.run_dir}")
     return 0

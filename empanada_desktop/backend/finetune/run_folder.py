@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from empanada_desktop.backend import distributed
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.core.atomic import write_text
 from empanada_desktop.core.errors import ConfigError
@@ -76,8 +77,13 @@ def new_run_dir(config: FinetuneConfig) -> Path:
 
 
 def write_config(run_dir: str | Path, config: FinetuneConfig, found: dict[str, Any]) -> None:
-    """The full config plus what the run found out (trainable counts, precision, data size)."""
-    document = {"finetune": config.to_dict(), "run": found}
+    """The full config plus what the run found out (trainable counts, precision, data size).
+
+    The config goes under ``finetune:`` or, for a new model, ``train:`` (``TrainConfig.SECTION``).
+    """
+    if not distributed.is_main():
+        return
+    document = {getattr(config, "SECTION", "finetune"): config.to_dict(), "run": found}
     write_text(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False))
 
 
@@ -98,10 +104,13 @@ def read_config(run_dir: str | Path) -> FinetuneConfig:
     """The ``FinetuneConfig`` saved in ``run_dir/config.yaml`` (as it was started)."""
     run_dir = Path(run_dir)
     document = _read_document(run_dir)
-    section = document.get("finetune") if isinstance(document, dict) else None
-    if not isinstance(section, dict):
-        raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' section; the run cannot be resumed.")
-    return FinetuneConfig.from_dict(section)
+    from empanada_desktop.backend.finetune.train_config import config_class
+
+    for name in ("train", "finetune"):
+        section = document.get(name) if isinstance(document, dict) else None
+        if isinstance(section, dict):
+            return config_class(name).from_dict(section)
+    raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' or 'train' section; the run cannot be resumed.")
 
 
 def resume_config(run_dir: str | Path, device: str | None = None) -> FinetuneConfig:
@@ -146,7 +155,7 @@ def read_run(run_dir: str | Path) -> ResumableRun | None:
         return None
     if not isinstance(document, dict):
         return None
-    data = document["finetune"] if isinstance(document.get("finetune"), dict) else document
+    data = next((document[k] for k in ("train", "finetune") if isinstance(document.get(k), dict)), document)
     new_name = str(data.get("new_name", run_dir.name))
     if exported_files(run_dir, new_name)[0].is_file():
         return None  # finished and exported
@@ -172,6 +181,8 @@ def find_resumable_runs(root: str | Path | None = None) -> list[ResumableRun]:
 
 def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
     """One JSON object per line; appended (a torn last line is skipped by ``read_metrics``)."""
+    if not distributed.is_main():
+        return
     with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
 
@@ -191,6 +202,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def truncate_metrics(run_dir: str | Path, after_step: int) -> None:
     """Drop step records past the checkpoint being resumed (they will be redone)."""
+    if not distributed.is_main():
+        return
     records = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= after_step]
     write_text(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
 
@@ -207,7 +220,9 @@ class RunLog:
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+        # Under torchrun only rank 0 writes the log.
+        self.handler = (logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8") if distributed.is_main()
+                        else logging.NullHandler())
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.package_logger = logging.getLogger("empanada_desktop")
         self.run_logger = logging.getLogger(f"empanada_desktop.finetune.run.{id(self)}")
