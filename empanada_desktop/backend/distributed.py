@@ -163,25 +163,40 @@ def from_main(make: Callable[[], Any]) -> Any:
 # -- model ------------------------------------------------------------------------------------
 
 
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) whose gradient is the all-reduced gradient: every process's loss depends
+    on every process's batch statistics."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        tensor = tensor.clone()
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
 class SyncBatchNorm2d(nn.BatchNorm2d):
     """Batch norm whose training statistics are those of the global batch (every process).
 
-    ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one all-reduces the per-channel sums with
-    the differentiable ``torch.distributed.nn`` all-reduce, so it works with Gloo on CPUs too.
+    ``torch.nn.SyncBatchNorm`` runs on GPUs only; this one all-reduces the per-channel sums with a
+    differentiable all-reduce, so it works with Gloo on CPUs and NCCL on GPUs alike.
     Parameters and buffers are a BatchNorm2d's, so checkpoints and state dicts are unchanged.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed()):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
         dtype = x.dtype
         x = x.float()
         channels = x.shape[1]
         count = torch.tensor([float(x.numel() // channels)], device=x.device)
         local = torch.cat([x.sum(dim=(0, 2, 3)), (x * x).sum(dim=(0, 2, 3)), count])
-        total = all_reduce(local)
+        total = _SumOverProcesses.apply(local)
         n = total[-1]
         mean = total[:channels] / n
         var = (total[channels:2 * channels] / n - mean * mean).clamp_min(0)
@@ -224,7 +239,14 @@ def wrap_model(model: nn.Module, device: torch.device) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+    # Buffers (batch-norm statistics) are the same everywhere with synchronised batch norm: they
+    # are copied from rank 0 once, not before every forward pass.
+    import inspect
+
+    no_buffer_sync = ({"forward_sync_buffers": False}
+                      if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
+                      else {"broadcast_buffers": False})
+    return DistributedDataParallel(model, device_ids=device_ids, **no_buffer_sync)
 
 
 def plain_batchnorm(model: nn.Module) -> nn.Module:
