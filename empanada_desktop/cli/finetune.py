@@ -156,8 +156,10 @@ def _drive(config, stop, command: str, stream) -> int:
     from empanada_desktop.backend.finetune.loop import finetune
 
     interactive = stream.isatty()
+    stop_file = os.environ.get("EMPANADA_DESKTOP_STOP_FILE")  # the app's launcher stops torchrun runs so
     with _StopOnInterrupt() as interrupt:
-        should_stop = (lambda: interrupt() or stop()) if stop is not None else interrupt
+        asked = (lambda: interrupt() or stop()) if stop is not None else interrupt
+        should_stop = (lambda: asked() or Path(stop_file).exists()) if stop_file else asked
         events = finetune(config, should_stop)
         last_line = 0.0
         while True:

@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     parser.add_argument("--name", "--new-name", dest="new_name", help="name of the new model")
     parser.add_argument("--out", type=Path, metavar="RUN_DIR", help="run folder (default: app home/runs/NAME-time)")
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped run")
+    parser.add_argument("--from-config", type=Path, metavar="FILE",
+                        help="all settings from a YAML with a 'train:' or 'finetune:' section (the app's launcher)")
     parser.add_argument("--seed", type=int, default=default("seed"))
     parser.add_argument("--precision", choices=PRECISIONS, default=default("precision"))
     parser.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N")
@@ -84,6 +86,10 @@ def config_from_args(args: argparse.Namespace):
 
     if args.resume is not None:
         return resume_config(args.resume, device=args.device)
+    if args.from_config is not None:
+        from empanada_desktop.backend.finetune.launch import read_launch_config
+
+        return read_launch_config(args.from_config)
     missing = [flag for flag, value in (("--train", args.train), ("--name", args.new_name)) if not value]
     if missing:
         raise ConfigError(f"train needs {', '.join(missing)} (or --resume RUN_DIR to continue a run).")
