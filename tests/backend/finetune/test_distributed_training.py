@@ -3,14 +3,15 @@ resumes with another number of processes.
 
 Tolerance. Both runs start from the same weights (seeded, then broadcast from rank 0) and see the
 same global batch at every step (batches depend only on seed and step); batch norm is synchronised,
-so its statistics are those of the global batch, and gradients are averaged. What still differs
-per process: the ASPP dropout masks and PointRend's random points (each process draws for its
-own 2 images), the top-20% bootstrap cross-entropy and the offset L1 normalisation (taken over 2
-images instead of 4). Measured on the dev machine (5 steps, resnet18, 64 px, batch 4): step 1
-differs by 0.01%, steps 2-5 by at most 10%, the mean over the 5 steps by 1.4%. The test allows 2%
-at step 1, 25% at any step and 10% on the mean. Without synchronised batch norm each process
-would normalise with the statistics of 2 patches instead of 4, which changes the curve from the
-first step's forward pass onwards.
+so its statistics are those of the global batch, and gradients are averaged. So the first steps,
+while OneCycleLR's learning rate is still low (max_lr / 25), must agree closely: the test allows
+0.1% at steps 1 and 2 (measured 0.0004% and 0.005%). Per-process batch norm would already change
+step 1, since each process would normalise with the statistics of 2 patches instead of 4. What
+still differs per process, and grows as the learning rate rises: the ASPP dropout masks and
+PointRend's random points (each process draws for its own 2 images), the top-20% bootstrap
+cross-entropy and the offset L1 normalisation (taken over 2 images instead of 4). Measured on this
+test's data: up to 23% on one later step, 7% on the mean of the 5 steps. The test allows 50% on
+any step and 15% on the mean.
 """
 
 from __future__ import annotations
@@ -53,12 +54,10 @@ def test_two_gloo_processes_follow_one_process_and_resume_with_another_count(tmp
     one_losses, two_losses = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     assert sorted(two_losses) == [1, 2, 3, 4, 5]
     relative = {step: abs(two_losses[step] - one_losses[step]) / one_losses[step] for step in one_losses}
-    print("RELATIVE", relative, mean_one_two := None)
-    assert relative[1] < 0.02, relative
-    assert max(relative.values()) < 0.25, relative
+    assert relative[1] < 1e-3 and relative[2] < 1e-3, relative
+    assert max(relative.values()) < 0.5, relative
     mean_one, mean_two = (sum(losses.values()) / 5 for losses in (one_losses, two_losses))
-    print("MEANS", mean_one, mean_two)
-    assert abs(mean_two - mean_one) / mean_one < 0.10
+    assert abs(mean_two - mean_one) / mean_one < 0.15, (one_losses, two_losses)
     # rank 0 alone wrote: one run folder, one exported pair, one "new model" report
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == \
         ["checkpoints", "config.yaml", "ddp.pth", "ddp.yaml", "finetune.log", "metrics.jsonl"]
@@ -75,4 +74,4 @@ def test_two_gloo_processes_follow_one_process_and_resume_with_another_count(tmp
     resumed = _losses(tmp_path / "three")
     assert sorted(resumed) == [1, 2, 3, 4, 5]
     for step in (4, 5):
-        assert abs(resumed[step] - one_losses[step]) / one_losses[step] < 0.25, (resumed, one_losses)
+        assert abs(resumed[step] - one_losses[step]) / one_losses[step] < 0.5, (resumed, one_losses)
