@@ -162,6 +162,17 @@ def build_new_model(config: TrainConfig) -> tuple[torch.nn.Module, ModelConfig]:
     return model.train(), model_config
 
 
+def trainable_counts_new(settings: dict) -> dict[str, int]:
+    """Trainable parameters of each finetunable-layer choice for a new model's settings."""
+    from empanada_desktop.backend.models import build_model
+    from empanada_desktop.backend.models.stages import trainable_parameter_counts
+
+    config = TrainConfig(train_dirs=(Path("."),), new_name="count", **settings)
+    model = build_model(config.architecture, encoder=config.encoder, num_classes=config.num_classes,
+                        ins_decoder=bool(config.thing_list))
+    return dict(trainable_parameter_counts(model))
+
+
 def fit_to_data(config: TrainConfig, model_config: ModelConfig, data) -> tuple[TrainConfig, ModelConfig, str]:
     """Check the masks against the classes and, without known norms, measure them on the data.
 
