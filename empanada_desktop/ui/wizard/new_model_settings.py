@@ -30,6 +30,12 @@ def prepare_settings_page(page, new_model: dict) -> dict:
     if random_init or not any(b.isChecked() for b in page.layer_buttons.values()):
         page.layer_buttons["all"].setChecked(True)
     page.setTitle("Settings (new model)")
+    page.setSubTitle(
+        "A new model learns everything from your data: plan for more iterations than finetuning "
+        "(hundreds to thousands; empanada-napari allows up to 10,000) and hundreds of patches. "
+        + ("From random weights the whole model trains (layers 'all')." if random_init else
+           "From CEM1.5M weights you may keep encoder stages frozen, as when finetuning.")
+    )
     return new_model
 
 
