@@ -112,13 +112,19 @@ class _StopOnInterrupt:
     def __init__(self) -> None:
         self.requested = threading.Event()
         self._previous = None
+        self._first = 0.0
 
     def __call__(self) -> bool:
         return self.requested.is_set()
 
     def _handle(self, signum, frame) -> None:
         if self.requested.is_set():
+            # Under torchrun the terminal's Ctrl-C reaches each process, and torchrun forwards its
+            # own copy a moment later: that second one is not a second Ctrl-C.
+            if os.environ.get("WORLD_SIZE", "1") != "1" and time.monotonic() - self._first < 3.0:
+                return
             raise KeyboardInterrupt
+        self._first = time.monotonic()
         self.requested.set()
         print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)...",
               file=sys.stderr, flush=True)

@@ -110,7 +110,7 @@ def read_config(run_dir: str | Path) -> FinetuneConfig:
         section = document.get(name) if isinstance(document, dict) else None
         if isinstance(section, dict):
             return config_class(name).from_dict(section)
-    raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' or 'train' section; the run cannot be resumed.")
+    raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' section (nor the 'train' section of a new model); the run cannot be resumed.")
 
 
 def resume_config(run_dir: str | Path, device: str | None = None) -> FinetuneConfig:
