@@ -103,7 +103,6 @@ def test_multiclass_training_exports_n_plus_one_channels_and_names_a_bad_mask(tm
 
 def test_cli_train_exports_the_empanada_pair_and_resumes_on_the_same_curve(tmp_path):
     from empanada_desktop.backend.torchscript import load_model, verify_model_file
-    from empanada_desktop.cli.train import config_from_args, register  # noqa: F401 (parser under test)
     from empanada_desktop.core.model_config import ModelConfig
     from empanada_desktop.core.registry import ModelRegistry
 
