@@ -25,31 +25,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from empanada_desktop.backend.finetune.train_config import TrainConfig
+from empanada_desktop.backend.finetune.train_config import (  # noqa: F401 (CEM facts re-exported)
+    CEM_FILE_NAME,
+    CEM_SOURCE,
+    TrainConfig,
+    cem_hint,
+    imported_cem_path,
+)
 from empanada_desktop.core.atomic import atomic_path
 from empanada_desktop.core.classes import class_pixel_counts, mask_problem
 from empanada_desktop.core.errors import ConfigError, DatasetError, ModelLoadError
 from empanada_desktop.core.model_config import ModelConfig
 from empanada_desktop.core.model_params import EngineParams, Norms
-from empanada_desktop.core.paths import app_home
 
 log = logging.getLogger(__name__)
 
-CEM_FILE_NAME = "cem1.5m_swav_resnet50_200ep_balanced.pth.tar"
-CEM_SOURCE = "https://zenodo.org/record/6453160/files/cem1.5m_swav_resnet50_200ep_balanced.pth.tar"
 _DROPPED_PREFIXES = ("fc.", "projection_head.", "prototypes.", "head.")
-
-
-def imported_cem_path() -> Path:
-    """Where the imported CEM1.5M file lives: ``<app home>/pretrained/<CEM_FILE_NAME>``."""
-    return app_home() / "pretrained" / CEM_FILE_NAME
-
-
-def cem_hint() -> str:
-    return (
-        f"Get {CEM_FILE_NAME} (CEM1.5M SwAV ResNet-50 weights, {CEM_SOURCE}, the file empanada-napari "
-        f"downloads) and import it once with: empanada-desktop train --init cem FILE ..."
-    )
 
 
 def read_cem(path: str | Path) -> tuple[dict[str, torch.Tensor], tuple[float, float] | None]:

@@ -24,7 +24,6 @@ from typing import Any
 
 import yaml
 
-from empanada_desktop.backend import distributed
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.core.atomic import write_text
 from empanada_desktop.core.errors import ConfigError
@@ -38,6 +37,14 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
+
+
+def _writes() -> bool:
+    """Whether this process writes the run folder (under torchrun only rank 0 does). Imported
+    here, not at the top: reading run folders (the wizard's first page) must not import torch."""
+    from empanada_desktop.backend import distributed
+
+    return distributed.is_main()
 
 
 def last_checkpoint(run_dir: str | Path) -> Path:
@@ -81,7 +88,7 @@ def write_config(run_dir: str | Path, config: FinetuneConfig, found: dict[str, A
 
     The config goes under ``finetune:`` or, for a new model, ``train:`` (``TrainConfig.SECTION``).
     """
-    if not distributed.is_main():
+    if not _writes():
         return
     document = {getattr(config, "SECTION", "finetune"): config.to_dict(), "run": found}
     write_text(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False))
@@ -181,7 +188,7 @@ def find_resumable_runs(root: str | Path | None = None) -> list[ResumableRun]:
 
 def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
     """One JSON object per line; appended (a torn last line is skipped by ``read_metrics``)."""
-    if not distributed.is_main():
+    if not _writes():
         return
     with open(Path(run_dir) / METRICS_FILE, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -202,7 +209,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def truncate_metrics(run_dir: str | Path, after_step: int) -> None:
     """Drop step records past the checkpoint being resumed (they will be redone)."""
-    if not distributed.is_main():
+    if not _writes():
         return
     records = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= after_step]
     write_text(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
@@ -221,7 +228,7 @@ class RunLog:
 
     def __init__(self, run_dir: str | Path) -> None:
         # Under torchrun only rank 0 writes the log.
-        self.handler = (logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8") if distributed.is_main()
+        self.handler = (logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8") if _writes()
                         else logging.NullHandler())
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.package_logger = logging.getLogger("empanada_desktop")

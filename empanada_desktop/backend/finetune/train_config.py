@@ -24,6 +24,23 @@ ARCHITECTURE_CHOICES = ("PanopticDeepLabPR", "PanopticBiFPNPR")
 ENCODER_CHOICES = ("resnet18", "resnet34", "resnet50")
 INIT_CHOICES = ("random", "cem")
 CEM_ENCODER = "resnet50"
+# The CEM1.5M file empanada-napari downloads (Zenodo record 6453160); here imported, never downloaded.
+CEM_FILE_NAME = "cem1.5m_swav_resnet50_200ep_balanced.pth.tar"
+CEM_SOURCE = "https://zenodo.org/record/6453160/files/cem1.5m_swav_resnet50_200ep_balanced.pth.tar"
+
+
+def imported_cem_path() -> Path:
+    """Where the imported CEM1.5M file lives: ``<app home>/pretrained/<CEM_FILE_NAME>``."""
+    from empanada_desktop.core.paths import app_home
+
+    return app_home() / "pretrained" / CEM_FILE_NAME
+
+
+def cem_hint() -> str:
+    return (
+        f"Get {CEM_FILE_NAME} (CEM1.5M SwAV ResNet-50 weights, {CEM_SOURCE}, the file empanada-napari "
+        f"downloads) and import it once with: empanada-desktop train --init cem FILE ..."
+    )
 
 
 @dataclass(frozen=True)
@@ -130,4 +147,5 @@ def config_class(section: str) -> type[FinetuneConfig]:
     return TrainConfig if section == TrainConfig.SECTION else FinetuneConfig
 
 
-__all__ = ["ARCHITECTURE_CHOICES", "ENCODER_CHOICES", "INIT_CHOICES", "TrainConfig", "config_class", "train_default_of"]
+__all__ = ["ARCHITECTURE_CHOICES", "CEM_FILE_NAME", "CEM_SOURCE", "ENCODER_CHOICES", "INIT_CHOICES", "TrainConfig",
+           "cem_hint", "config_class", "imported_cem_path", "train_default_of"]

@@ -27,7 +27,14 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from empanada_desktop.backend.finetune.train_config import ARCHITECTURE_CHOICES, ENCODER_CHOICES, TrainConfig
+from empanada_desktop.backend.finetune.train_config import (
+    ARCHITECTURE_CHOICES,
+    CEM_FILE_NAME,
+    CEM_SOURCE,
+    ENCODER_CHOICES,
+    TrainConfig,
+    imported_cem_path,
+)
 from empanada_desktop.core.errors import UserError
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.wizard.page_ids import PAGE_DATA
@@ -168,7 +175,7 @@ class NewModelPage(QWizardPage):
 
     # -- CEM weights -------------------------------------------------------------------------
     def import_cem(self, path: str | Path | None = None) -> bool:
-        from empanada_desktop.backend.finetune.new_model import CEM_FILE_NAME, import_cem
+        from empanada_desktop.backend.finetune.new_model import import_cem
 
         if path is None:
             path, _ = QFileDialog.getOpenFileName(self, f"CEM1.5M weights ({CEM_FILE_NAME})", "",
@@ -192,8 +199,6 @@ class NewModelPage(QWizardPage):
 
     def check(self) -> str | None:
         """Why the settings cannot train, or None (the TrainConfig check, plus the CEM file)."""
-        from empanada_desktop.backend.finetune.new_model import imported_cem_path
-
         settings = self.settings()
         try:
             TrainConfig(train_dirs=(Path("."),), new_name="check", **settings)
@@ -204,8 +209,6 @@ class NewModelPage(QWizardPage):
         return None
 
     def _update(self) -> None:
-        from empanada_desktop.backend.finetune.new_model import CEM_FILE_NAME, CEM_SOURCE, imported_cem_path
-
         self.architecture_help.setText(ARCHITECTURE_HELP[self.architecture.currentText()])
         if self.cem_radio.isChecked() and self.encoder.currentText() != "resnet50":
             self.encoder.setCurrentText("resnet50")
