@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "empanada_desktop.cli.models",
     "empanada_desktop.cli.app",
     "empanada_desktop.cli.finetune",
+    "empanada_desktop.cli.train",
     "empanada_desktop.cli.infer",
 )
 

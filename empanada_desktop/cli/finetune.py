@@ -7,6 +7,8 @@ Ctrl-C asks the run to stop after the current step; it saves a checkpoint and pr
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -127,13 +129,19 @@ class _StopOnInterrupt:
     def __init__(self) -> None:
         self.requested = threading.Event()
         self._previous = None
+        self._first = 0.0
 
     def __call__(self) -> bool:
         return self.requested.is_set()
 
     def _handle(self, signum, frame) -> None:
         if self.requested.is_set():
+            # Under torchrun the terminal's Ctrl-C reaches each process, and torchrun forwards its
+            # own copy a moment later: that second one is not a second Ctrl-C.
+            if os.environ.get("WORLD_SIZE", "1") != "1" and time.monotonic() - self._first < 3.0:
+                return
             raise KeyboardInterrupt
+        self._first = time.monotonic()
         self.requested.set()
         print("\nstopping after this step and saving a checkpoint (Ctrl-C again to abort)...",
               file=sys.stderr, flush=True)
@@ -149,14 +157,32 @@ class _StopOnInterrupt:
 
 
 def run_finetune(args: argparse.Namespace, stop=None) -> int:
+    return drive(_config_from_args(args), stop, command="finetune")
+
+
+def drive(config, stop=None, *, command: str = "finetune") -> int:
+    """Run the loop for ``config`` (finetune or train) with a progress bar; the exit status.
+
+    Under torchrun every process runs this; rank 0 prints, the others stay quiet.
+    """
+    from empanada_desktop.backend import distributed
+
+    with distributed.session(config.device):
+        if distributed.is_main():
+            return _drive(config, stop, command, sys.stderr)
+        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+            return _drive(config, stop, command, quiet)
+
+
+def _drive(config, stop, command: str, stream) -> int:
     from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, Validated
     from empanada_desktop.backend.finetune.loop import finetune
 
-    config = _config_from_args(args)
-    stream = sys.stderr
     interactive = stream.isatty()
+    stop_file = os.environ.get("EMPANADA_DESKTOP_STOP_FILE")  # the app's launcher stops torchrun runs so
     with _StopOnInterrupt() as interrupt:
-        should_stop = (lambda: interrupt() or stop()) if stop is not None else interrupt
+        asked = (lambda: interrupt() or stop()) if stop is not None else interrupt
+        should_stop = (lambda: asked() or Path(stop_file).exists()) if stop_file else asked
         events = finetune(config, should_stop)
         last_line = 0.0
         while True:
@@ -189,7 +215,7 @@ def run_finetune(args: argparse.Namespace, stop=None) -> int:
         print(f"run folder: {result.run_dir}", file=stream)
         return EXIT_UNHEALTHY
     if result.stopped:
-        print(f"stopped after step {result.steps_done}; resume with:\n  empanada-desktop finetune --resume "
+        print(f"stopped after step {result.steps_done}; resume with:\n  empanada-desktop {command} --resume "
               f"{result.run_dir}", file=stream)
         return EXIT_STOPPED
     baseline = result.baseline_metrics
@@ -199,7 +225,7 @@ def run_finetune(args: argparse.Namespace, stop=None) -> int:
         rows = [f"  {name:>4}: {baseline.get(name, float('nan')):.3f} -> {final.get(name, float('nan')):.3f}"
                 for name in names]
         print("validation before -> after:\n" + "\n".join(rows))
-    print(f"finetuned model: {result.model_name}")
+    print(f"{'finetuned' if command == 'finetune' else 'new'} model: {result.model_name}")
     print(f"files: {result.exported_pth} and {result.exported_yaml}")
     print(f"run folder: {result.run_dir}")
     return 0

@@ -109,10 +109,11 @@ def validate_roots(roots: Iterable[str | os.PathLike[str]], *, check_contents: b
 
 
 def source_weights(counts: Sequence[int] | dict[str, int], gamma: float = 0.7) -> np.ndarray:
-    """Sampling weight per source: ``(1 / count) ** gamma``, normalised to sum 1.
+    """Sampling weight of each pair of a source: ``(1 / count) ** gamma``, normalised to sum 1.
 
-    gamma 0 weights sources equally; gamma 1 gives every source the same share of samples
-    however many patches it has. A pair's weight is its source's weight divided by the count.
+    Every pair of a source is drawn with its source's weight, so a source's share of the samples
+    grows as ``count ** (1 - gamma)``: gamma 0 samples pairs uniformly (sources in proportion to
+    their size); gamma 1 gives every source the same share however many patches it has.
     """
     values = np.asarray(list(counts.values()) if isinstance(counts, dict) else list(counts), dtype=np.float64)
     if values.size == 0:

@@ -152,8 +152,9 @@ class ModelConfig:
 
     @property
     def num_classes(self) -> int:
-        """Output channels of the semantic head: 1 for a single class (sigmoid), else one per class."""
-        return 1 if len(self.labels) == 1 else len(self.labels)
+        """Output channels of the semantic head: 1 for a single class (sigmoid), else one per class
+        plus the background channel 0 (softmax; empanada-napari's training uses ``n + 1``)."""
+        return 1 if len(self.labels) == 1 else len(self.labels) + 1
 
     @property
     def is_instance(self) -> bool:

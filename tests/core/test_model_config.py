@@ -111,7 +111,7 @@ def test_multiclass_semantic_and_panoptic_properties():
     config = ModelConfig.from_dict(
         _minimal(class_names={1: "mito", 2: "er", 3: "nucleus"}, labels=[1, 2, 3], thing_list=[1, 3])
     )
-    assert config.num_classes == 3 and config.is_instance
+    assert config.num_classes == 4 and config.is_instance  # 3 classes + background
     semantic = ModelConfig.from_dict(_minimal(thing_list=[]))
     assert not semantic.is_instance and semantic.num_classes == 1
 

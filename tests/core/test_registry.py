@@ -106,7 +106,7 @@ def test_import_with_config_file_or_sibling_yaml(tmp_path):
     source = fake_torchscript(tmp_path / "a.pth")
     registry = ModelRegistry()
     model = registry.import_weights(source, "Multi", config_file=yaml_path, verify=FakeVerify())
-    assert model.config.num_classes == 2
+    assert model.config.num_classes == 3  # 2 classes + background
     info = registry.describe("Multi")
     assert info["kind"].startswith("panoptic")
     assert info["first_label"] == {"mito": 1001, "er": 2001}

@@ -184,3 +184,15 @@ def test_finetune_and_export_offline(no_network, tiny_model, tmp_path):
     run_cli("models", "export", "offline_finetuned", export_dir)
     assert (export_dir / "offline_finetuned.pth").is_file()
     assert (export_dir / "offline_finetuned.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_train_new_model_offline(no_network, tmp_path):
+    require_command("train")
+    run_cli(
+        "train", "--encoder", "resnet18", "--init", "random", "--train-dir", training_set(tmp_path),
+        "--iterations", "2", "--batch-size", "2", "--patch-size", "64", "--name", "offline_new", "--device", "cpu",
+    )
+    export_dir = tmp_path / "exported"
+    run_cli("models", "export", "offline_new", export_dir)
+    assert (export_dir / "offline_new.pth").is_file()

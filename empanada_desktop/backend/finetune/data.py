@@ -96,13 +96,27 @@ class TrainingData:
 
 
 def pair_probabilities(sources: Sequence[str], gamma: float) -> np.ndarray:
-    """Probability of each pair: its source's weight ``(1/count)**gamma`` (normalised over sources)
-    shared equally by the source's pairs. gamma 0 samples pairs uniformly."""
-    names, inverse, counts = np.unique(np.asarray(sources, dtype=object).astype(str), return_inverse=True, return_counts=True)
-    source_weight = (1.0 / counts.astype(np.float64)) ** float(gamma)
-    source_weight /= source_weight.sum()
-    per_pair = source_weight[inverse] / counts[inverse]
+    """Probability of each pair, empanada's weighting (docs/EMPANADA_FORMATS.md section 1).
+
+    Every pair of a source with ``n`` pairs is drawn with weight ``(1/n)**gamma``, so the source as
+    a whole gets a share proportional to ``n**(1 - gamma)``: gamma 0 samples pairs uniformly,
+    gamma 1 gives every source the same share, 0.7 keeps a large source from drowning a small one.
+    """
+    from empanada_desktop.core.dataset import source_weights
+
+    _, inverse, counts = np.unique(np.asarray(sources, dtype=object).astype(str), return_inverse=True, return_counts=True)
+    # source_weights is the per-pair weight of each source, (1/n)**gamma normalised over sources.
+    per_pair = source_weights(counts.tolist(), gamma)[inverse]
     return per_pair / per_pair.sum()
+
+
+def source_shares(sources: Sequence[str], gamma: float) -> dict[str, float]:
+    """The share of the batches each source gets (the sum of its pairs' probabilities)."""
+    probabilities = pair_probabilities(sources, gamma)
+    shares: dict[str, float] = {}
+    for source, probability in zip(sources, probabilities):
+        shares[str(source)] = shares.get(str(source), 0.0) + float(probability)
+    return shares
 
 
 def read_roots(roots: Sequence[Path], *, what: str = "training") -> tuple[list, list, list, list[str]]:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from empanada_desktop import __version__
+from empanada_desktop.backend import distributed
 from empanada_desktop.backend.events import CheckpointSaved, Event, Message, Progress, StopFn, Validated, never_stop
 from empanada_desktop.backend.finetune import disk_space, health, run_folder, setup
 from empanada_desktop.backend.finetune.checkpoints import (
@@ -116,6 +117,8 @@ class _Run:
 
     def save(self, path: Path, kind: str) -> CheckpointSaved | Message:
         """Write a checkpoint; a disk failure is reported (a warning Message), not fatal."""
+        if not distributed.is_main():  # under torchrun only rank 0 writes
+            return CheckpointSaved(step=self.step, path=path, kind=kind)
         try:
             return CheckpointSaved(step=self.step, path=save_checkpoint(path, self.checkpoint()), kind=kind)
         except CheckpointWriteError as error:
@@ -133,6 +136,7 @@ def finetune(config: FinetuneConfig, stop: StopFn = never_stop) -> Iterator[Even
     Raises:
         UserError: bad settings or data, out of memory, disk full (with what to do).
     """
+    stop = distributed.agreed_stop(stop)  # every process stops after the same step
     run = yield from _prepare(config)
     yield from _start_or_resume(run)
     with run_folder.RunLog(run.run_dir) as runlog:
@@ -152,7 +156,7 @@ def _prepare(config: FinetuneConfig) -> Iterator[Event]:
     resuming = config.resume is not None
     device = setup.resolve_device(config.device)
     precision = choose_precision(device, config.precision)
-    model, model_config = setup.load_base_model(config.model)
+    model, model_config = setup.load_start_model(config)
     config, safe_note = health.resolve_safe_defaults(config, model)
     setup.check_patch_size(config, int(model_config.padding_factor))
     if config.register and not resuming:
@@ -160,11 +164,12 @@ def _prepare(config: FinetuneConfig) -> Iterator[Event]:
     gamma = config.weight_gamma if config.weight_gamma is not None else float(model_config.weight_gamma)
     data = TrainingData.from_roots(config.train_dirs, weight_gamma=gamma)
     setup.check_batch_size(config, len(data))
+    config, model_config, data_lines = setup.fit_to_data(config, model_config, data)
     val_pairs = []
-    if config.val_dir is not None:
+    if config.val_dir is not None and distributed.is_main():
         images, masks, _, _ = read_roots([config.val_dir], what="validation")
         val_pairs = list(zip(images, masks))
-    for note in dict.fromkeys(data.notes):
+    for note in [*dict.fromkeys(data.notes), *data_lines]:
         yield Message(note)
 
     trainer = Trainer(model, model_config, config, device, precision)
@@ -195,7 +200,7 @@ def _start_or_resume(run: _Run) -> Iterator[Event]:
         run_folder.truncate_metrics(run.run_dir, run.step)
         yield Message(f"Resuming {run.run_dir} after step {run.step} of {config.iterations}.")
         return
-    run.run_dir = run_folder.new_run_dir(config)
+    run.run_dir = Path(distributed.from_main(lambda: str(run_folder.new_run_dir(config))))
     run_folder.write_config(
         run.run_dir,
         config,
@@ -292,6 +297,8 @@ def _train(run: _Run, stop: StopFn, runlog: run_folder.RunLog) -> Iterator[Event
 def _finish(run: _Run, runlog: run_folder.RunLog) -> Iterator[Event]:
     """Export the best (else the last) weights as a .pth/.yaml pair and register them."""
     config, trainer, run_dir, state = run.config, run.trainer, run.run_dir, run.state
+    if not distributed.is_main():  # rank 0 exports and registers
+        return FinetuneResult(run_dir, config.new_name, steps_done=config.iterations)
     best = state.get("best")
     if best is not None and best["step"] != config.iterations:
         checkpoint = load_checkpoint(run_folder.best_checkpoint(run_dir))
@@ -350,7 +357,7 @@ def estimate_seconds_per_step(config: FinetuneConfig, steps: int = 2) -> float:
     """
     device = setup.resolve_device(config.device)
     precision = choose_precision(device, config.precision)
-    model, model_config = setup.load_base_model(config.model)
+    model, model_config = setup.load_start_model(config)
     config, _ = health.resolve_safe_defaults(config, model)
     setup.check_patch_size(config, int(model_config.padding_factor))
     trainer = Trainer(model, model_config, config, device, precision)

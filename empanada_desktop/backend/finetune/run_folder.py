@@ -40,6 +40,14 @@ LAST = "last.pt"
 BEST = "best.pt"
 
 
+def _writes() -> bool:
+    """Whether this process writes the run folder (under torchrun only rank 0 does). Imported
+    here, not at the top: reading run folders (the wizard's first page) must not import torch."""
+    from empanada_desktop.backend import distributed
+
+    return distributed.is_main()
+
+
 def last_checkpoint(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST
 
@@ -113,8 +121,13 @@ def _is_run(run_dir: Path) -> bool:
 
 
 def write_config(run_dir: str | Path, config: FinetuneConfig, found: dict[str, Any]) -> None:
-    """The full config plus what the run found out (trainable counts, precision, data size)."""
-    document = {"finetune": config.to_dict(), "run": found}
+    """The full config plus what the run found out (trainable counts, precision, data size).
+
+    The config goes under ``finetune:`` or, for a new model, ``train:`` (``TrainConfig.SECTION``).
+    """
+    if not _writes():
+        return
+    document = {getattr(config, "SECTION", "finetune"): config.to_dict(), "run": found}
     write_text(Path(run_dir) / CONFIG_FILE, yaml.safe_dump(document, sort_keys=False))
 
 
@@ -135,12 +148,16 @@ def read_config(run_dir: str | Path) -> FinetuneConfig:
     """The ``FinetuneConfig`` saved in ``run_dir/config.yaml`` (as it was started)."""
     run_dir = Path(run_dir)
     document = _read_document(run_dir)
-    section = document.get("finetune") if isinstance(document, dict) else None
-    if not isinstance(section, dict):
-        raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' section; the run cannot be resumed.")
+    from empanada_desktop.backend.finetune.train_config import config_class
+
     # Runs saved before these settings existed trained with empanada's recipe: keep it on resume.
     legacy = {"encoder_lr_scale": 1.0, "grad_clip": 0.0}
-    return FinetuneConfig.from_dict(legacy | section)
+    for name in ("train", "finetune"):
+        section = document.get(name) if isinstance(document, dict) else None
+        if isinstance(section, dict):
+            return config_class(name).from_dict(legacy | section)
+    raise ConfigError(f"{run_dir / CONFIG_FILE} has no 'finetune' section (nor the 'train' section of a "
+                      "new model); the run cannot be resumed.")
 
 
 def resume_config(run_dir: str | Path, device: str | None = None) -> FinetuneConfig:
@@ -231,7 +248,7 @@ def read_run(run_dir: str | Path) -> ResumableRun | None:
         return None
     if not isinstance(document, dict):
         return None
-    data = document["finetune"] if isinstance(document.get("finetune"), dict) else document
+    data = next((document[k] for k in ("train", "finetune") if isinstance(document.get(k), dict)), document)
     new_name = str(data.get("new_name", run_dir.name))
     if exported_files(run_dir, new_name)[0].is_file():
         return None  # finished and exported
@@ -258,8 +275,11 @@ def find_resumable_runs(root: str | Path | None = None) -> list[ResumableRun]:
 def append_metrics(run_dir: str | Path, record: dict[str, Any]) -> None:
     """One JSON object per line; appended (a torn last line is skipped by ``read_metrics``).
 
-    A full or read-only disk loses the record (logged) rather than the run.
+    Under torchrun only rank 0 writes. A full or read-only disk loses the record (logged) rather
+    than the run.
     """
+    if not _writes():
+        return
     path = Path(run_dir) / METRICS_FILE
     try:
         with open(path, "a", encoding="utf-8") as handle:
@@ -283,6 +303,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
 
 def truncate_metrics(run_dir: str | Path, after_step: int) -> None:
     """Drop step records past the checkpoint being resumed (they will be redone)."""
+    if not _writes():
+        return
     records = [r for r in read_metrics(run_dir) if int(r.get("step", 0)) <= after_step]
     write_text(Path(run_dir) / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in records))
 
@@ -306,7 +328,9 @@ class RunLog:
     """
 
     def __init__(self, run_dir: str | Path) -> None:
-        self.handler = _QuietFileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+        # Under torchrun only rank 0 writes the log.
+        self.handler = (_QuietFileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8") if _writes()
+                        else logging.NullHandler())
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         self.package_logger = logging.getLogger("empanada_desktop")
         self.run_logger = logging.getLogger(f"empanada_desktop.finetune.run.{id(self)}")

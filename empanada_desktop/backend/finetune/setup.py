@@ -28,6 +28,41 @@ def load_base_model(name: str) -> tuple[torch.nn.Module, object]:
     return (native if native is not None else model), model_config
 
 
+def load_start_model(config: FinetuneConfig) -> tuple[torch.nn.Module, object]:
+    """What a run trains: a new model for a ``TrainConfig``, else the registered base model."""
+    if getattr(config, "SECTION", "finetune") == "train":
+        from empanada_desktop.backend.finetune.new_model import build_new_model
+
+        return build_new_model(config)
+    return load_base_model(config.model)
+
+
+def fit_to_data(config: FinetuneConfig, model_config: object, data) -> tuple[FinetuneConfig, object, list[str]]:
+    """Per-source counts, shares and epochs for every run; for a new model also the class check
+    against the masks and the norms (``new_model.fit_to_data``). Returns config, model config and
+    the lines to show."""
+    from empanada_desktop.backend.finetune.data import source_shares
+
+    gamma = config.weight_gamma if config.weight_gamma is not None else float(getattr(model_config, "weight_gamma", 0.0))
+    counts: dict[str, int] = {}
+    for source in data.sources:
+        counts[source] = counts.get(source, 0) + 1
+    shares = source_shares(data.sources, gamma)
+    drawn = config.iterations * config.batch_size
+    lines = [
+        f"{len(counts)} source(s), weight_gamma {gamma:g}: "
+        + ", ".join(f"{name} {count} (share {shares[name]:.2f})" for name, count in counts.items())
+        + f". {config.iterations} iterations x batch {config.batch_size} = {drawn:,} patches drawn, "
+        f"{drawn / max(1, len(data)):.1f} epochs of {len(data)} patches."
+    ]
+    if getattr(config, "SECTION", "finetune") == "train":
+        from empanada_desktop.backend.finetune.new_model import fit_to_data as fit_new
+
+        config, model_config, report = fit_new(config, model_config, data)
+        lines.append(report)
+    return config, model_config, lines
+
+
 def trainable_counts(model_name: str) -> dict[str, int]:
     """Trainable parameters of each finetunable-layer choice for a registered model, loaded as
     finetuning loads it (``stages.trainable_parameter_counts`` does the counting)."""
@@ -73,6 +108,9 @@ def check_patch_size(config: FinetuneConfig, padding_factor: int) -> None:
 
 
 def check_batch_size(config: FinetuneConfig, n_images: int) -> None:
+    from empanada_desktop.backend import distributed
+
+    distributed.check_batch_size(config.batch_size)
     if n_images >= config.batch_size or config.duplicate_patches:
         return
     raise DatasetError(
@@ -97,13 +135,16 @@ def check_new_name_free(name: str) -> None:
 
 
 def resolve_device(choice: str) -> torch.device:
+    """The device of ``choice``; under torchrun each process takes the GPU of its local rank."""
+    from empanada_desktop.backend import distributed
     from empanada_desktop.backend.devices import resolve_device as resolve
 
-    return resolve(choice)
+    return distributed.local_device(resolve(choice))
 
 
 def with_description(model_config: object, config: FinetuneConfig, steps: int) -> object:
-    text = (
+    describe = getattr(config, "description_text", None)
+    text = describe(steps) if describe is not None else (
         f"Finetuned from {config.model} with empanada-desktop: {steps} iterations, layers "
         f"{config.layers}, batch {config.batch_size}, patch {config.patch_size} px, "
         f"data {', '.join(str(d) for d in config.train_dirs)}."

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from empanada_desktop.backend import distributed
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.data import Batch, TrainingData
 from empanada_desktop.backend.finetune.losses import PanopticLoss
@@ -53,6 +54,8 @@ class Trainer:
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
+        # Under torchrun: synchronised batch norm and DistributedDataParallel (else ``model``).
+        self.forward_module = distributed.wrap_model(model, device)
         self.criterion = PanopticLoss.from_params(getattr(model_config, "criterion_params", None))
         self.grad_norms: dict[str, torch.Tensor] | None = None  # per part, when clipping measured them
 
@@ -81,6 +84,7 @@ class Trainer:
                 label_divisor=int(getattr(engine, "label_divisor", 1000)),
                 thing_list=tuple(getattr(model_config, "thing_list", (1,))),
             )
+            batch = distributed.shard_batch(batch)  # this process's slice of the global batch
             if pin:
                 batch.images = batch.images.pin_memory()
             return batch
@@ -93,7 +97,7 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
         with self.precision.autocast():
-            output = self.model(images)
+            output = self.forward_module(images)
         # The loss itself runs in float32 (losses.py casts), outside autocast.
         return self.criterion(output, targets)
 
@@ -113,7 +117,7 @@ class Trainer:
             self.grad_norms = clip_gradients(optimizer, float(self.config.grad_clip))
         scaler.step(optimizer)
         scaler.update()
-        values = torch.stack(list(parts.values())).float().cpu().tolist()
+        values = distributed.average(torch.stack(list(parts.values())).detach().float()).cpu().tolist()
         return dict(zip(parts.keys(), values))
 
     def validate(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
@@ -129,7 +133,7 @@ class Trainer:
 
     def export_model(self) -> torch.nn.Module:
         """The model on the CPU, float32, contiguous, eval mode (what export_empanada scripts)."""
-        model = self.model.to("cpu").to(memory_format=torch.contiguous_format)
+        model = distributed.plain_batchnorm(self.model).to("cpu").to(memory_format=torch.contiguous_format)
         for parameter in model.parameters():
             parameter.grad = None  # not exported; copying them also makes torch warn
             parameter.requires_grad_(True)

@@ -51,10 +51,14 @@ def add_model_features(main_window) -> None:
     finetune = QAction("Finetune a model ...", main_window)
     finetune.setStatusTip("Adapt a model to your images, step by step")
     finetune.triggered.connect(open_wizard)
+    train = QAction("Train a new model ...", main_window)
+    train.setStatusTip("A model of your own from labelled patches (the wizard's 'Train a new model')")
+    train.triggered.connect(lambda: open_wizard().model_page.train_radio.setChecked(True))
     manage = QAction("Manage models ...", main_window)
     manage.setStatusTip("Import, rename, remove and export models")
     manage.triggered.connect(open_manager)
     main_window.add_menu_action("&Models", finetune)
+    main_window.add_menu_action("&Models", train)
     main_window.add_menu_action("&Models", manage)
     main_window.open_finetune_wizard = open_wizard
     main_window.open_model_manager = open_manager

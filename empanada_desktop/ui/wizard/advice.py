@@ -79,4 +79,10 @@ MODEL_INTRO = (
     "The model to start from. Finetuning adapts it to your images; the original stays as it is."
 )
 
+TRAIN_NEW = (
+    "Or train a model of your own from labelled patches (from random or CEM1.5M weights, one or more "
+    "classes): it needs more data and iterations than finetuning, typically hundreds of patches and "
+    "thousands of iterations."
+)
+
 CANCEL = "Cancel stops after the current step and saves a checkpoint, so you can resume later."

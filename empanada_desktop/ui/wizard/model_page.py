@@ -7,6 +7,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtWidgets import (
+    QButtonGroup,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -32,7 +33,7 @@ from empanada_desktop.ui.models.model_manager import (
 )
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.wizard import advice
-from empanada_desktop.ui.wizard.page_ids import PAGE_DATA, PAGE_RUN
+from empanada_desktop.ui.wizard.page_ids import PAGE_DATA, PAGE_NEW_MODEL, PAGE_RUN
 from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,15 @@ class ModelPage(QWizardPage):
         self.new_radio = QRadioButton("Finetune a model")
         self.new_radio.setChecked(True)
         self.resume_radio = QRadioButton("Resume an unfinished run")
+        self.train_radio = QRadioButton("Train a new model")
+        self.train_radio.setToolTip("A new model from your labelled patches: architecture, encoder, "
+                                    "random or CEM1.5M weights, one or more classes.")
+        self.choice_group = QButtonGroup(self)  # the radios sit in different boxes: one choice
+        for radio in (self.new_radio, self.train_radio, self.resume_radio):
+            self.choice_group.addButton(radio)
+        train_note = QLabel(advice.TRAIN_NEW)
+        train_note.setWordWrap(True)
+        train_note.setStyleSheet("color: #666;")
         self.models_list = QListWidget()
         self.models_list.setMinimumWidth(330)
         self.info = QTextBrowser()
@@ -80,11 +90,16 @@ class ModelPage(QWizardPage):
         layout = QVBoxLayout(self)
         layout.addWidget(self.new_radio)
         layout.addLayout(pick, 1)
+        train_row = QHBoxLayout()
+        train_row.addWidget(self.train_radio)
+        train_row.addWidget(train_note, 1)
+        layout.addLayout(train_row)
         layout.addWidget(runs_box)
 
         self.models_list.currentItemChanged.connect(lambda *_: self._on_model_changed())
         self.runs_list.currentItemChanged.connect(lambda *_: self._on_run_selected())
         self.new_radio.toggled.connect(lambda *_: self.completeChanged.emit())
+        self.train_radio.toggled.connect(lambda *_: self.completeChanged.emit())
         self.import_button.clicked.connect(self.open_model_manager)
         self.weights_button.clicked.connect(lambda: self.import_weights())
         self.models: dict[str, object] = {}
@@ -98,6 +113,8 @@ class ModelPage(QWizardPage):
     def isComplete(self) -> bool:
         if self.resume_radio.isChecked():
             return self.selected_run() is not None
+        if self.train_radio.isChecked():
+            return True
         model = self.selected_model()
         return model is not None and model.installed
 
@@ -112,13 +129,18 @@ class ModelPage(QWizardPage):
                 return False
             state.resume_run = run
             state.model_name = state.config.model
+        elif self.train_radio.isChecked():
+            state.resume_run = None
         else:
+            state.new_model = None
             state.resume_run = None
             state.model_name = self.selected_model().name
         return True
 
     def nextId(self) -> int:
-        return PAGE_RUN if self.resume_radio.isChecked() else PAGE_DATA
+        if self.resume_radio.isChecked():
+            return PAGE_RUN
+        return PAGE_NEW_MODEL if self.train_radio.isChecked() else PAGE_DATA
 
     # -- state -------------------------------------------------------------------------------
     def refresh(self, select: str | None = None) -> None:

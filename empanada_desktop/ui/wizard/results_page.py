@@ -68,18 +68,20 @@ def compare_job(model_name: str, pth: Path, yaml_path: Path, pairs, device: str 
         from empanada_desktop.core.dataset import read_pair
         from empanada_desktop.core.model_config import ModelConfig
 
-        base_model, base_config = load_registered(model_name, device=device)
         new_model = load_model(pth, device=device)
         new_config = ModelConfig.from_yaml(yaml_path)
         settings = InferenceConfig(device=device)
-        base = Engine2D(base_model, base_config, settings, device)
+        base = None  # a new model has no original: its column stays empty
+        if model_name is not None:
+            base_model, base_config = load_registered(model_name, device=device)
+            base = Engine2D(base_model, base_config, settings, device)
         new = Engine2D(new_model, new_config, settings, device)
         rows = []
         for pair in pairs[:MAX_PATCHES]:
             if stop():
                 break
             image, mask, _notes = read_pair(pair)
-            rows.append((image, mask, base.segment(image), new.segment(image)))
+            rows.append((image, mask, base.segment(image) if base else mask * 0, new.segment(image)))
         return rows
         yield  # pragma: no cover - makes this a generator
 
@@ -221,7 +223,8 @@ class ResultsPage(QWizardPage):
         self.gallery_layout.addWidget(QLabel("Segmenting validation patches with both models ..."),
                                       0, 0)
         config = self.state.config
-        job = Job("compare", compare_job(config.model, Path(result.exported_pth),
+        base_name = None if getattr(config, "SECTION", "finetune") == "train" else config.model
+        job = Job("compare", compare_job(base_name, Path(result.exported_pth),
                                          Path(result.exported_yaml), pairs))
 
         async def flow():

@@ -31,16 +31,20 @@ log = logging.getLogger(__name__)
 METRIC_COLUMNS = ("iou", "pq", "f1")
 
 
-def finetune_job(config=None, resume_dir: Path | None = None):
-    """The worker job: a new run from ``config``, or the run in ``resume_dir`` continued."""
+def finetune_job(config=None, resume_dir: Path | None = None, processes: int = 1):
+    """The worker job: a new run from ``config``, or the run in ``resume_dir`` continued; with
+    ``processes`` > 1 in that many torchrun processes (one per GPU)."""
 
     def job(stop):
         from empanada_desktop.backend.finetune.loop import finetune
         from empanada_desktop.backend.finetune.run_folder import resume_config
 
-        if resume_dir is not None:
-            return (yield from finetune(resume_config(resume_dir), stop))
-        return (yield from finetune(config, stop))
+        run_config = resume_config(resume_dir) if resume_dir is not None else config
+        if processes > 1:
+            from empanada_desktop.backend.finetune.launch import run_in_processes
+
+            return (yield from run_in_processes(run_config, processes, stop))
+        return (yield from finetune(run_config, stop))
 
     return job
 
@@ -135,7 +139,7 @@ class RunPage(QWizardPage):
         self.eta.setText("")
         for event in earlier:  # the curve and validations before the stop stay on screen
             self.on_event(event)
-        self.job = Job("finetune", finetune_job(config, resume_dir))
+        self.job = Job("finetune", finetune_job(config, resume_dir, processes=self.state.processes))
         self.job.event.connect(self.on_event)
         self.job.finished.connect(self.on_finished)
         self.job.failed.connect(self.on_failed)

@@ -163,10 +163,16 @@ class SettingsPage(QWizardPage):
         from empanada_desktop.core.registry import ModelRegistry
 
         model_name = self.state.model_name
-        try:
-            self.padding_factor = ModelRegistry().get(model_name).config.padding_factor
-        except UserError as error:
-            log.warning("padding factor of %s unknown: %s", model_name, error)
+        new_model = self.state.new_model
+        if new_model is not None:  # "Train a new model": the new-model page chose these
+            from empanada_desktop.ui.wizard.new_model_settings import prepare_settings_page
+
+            model_name = prepare_settings_page(self, new_model)
+        else:
+            try:
+                self.padding_factor = ModelRegistry().get(model_name).config.padding_factor
+            except UserError as error:
+                log.warning("padding factor of %s unknown: %s", model_name, error)
         self.patch_help.setText(advice.PATCH_SIZE.format(padding=self.padding_factor))
         if self.patch_size.value() % self.padding_factor:
             steps = round(default_of("patch_size") / self.padding_factor)
@@ -180,7 +186,7 @@ class SettingsPage(QWizardPage):
         self._fill_devices()
         self._check_patch()
         self._check_batch()
-        self._load_counts(model_name)
+        self._load_counts(model_name if new_model is None else new_model)
 
     def isComplete(self) -> bool:
         return bool(self.new_name.text().strip()) and self.patch_size.value() % self.padding_factor == 0
@@ -208,7 +214,8 @@ class SettingsPage(QWizardPage):
         return next(name for name, b in self.layer_buttons.items() if b.isChecked())
 
     def device_choice(self) -> str:
-        return self.device.currentData() or "auto"
+        choice = self.device.currentData() or "auto"
+        return "cuda" if str(choice).startswith("all:") else choice
 
     def build_config(self):
         from empanada_desktop.backend.finetune.config import FinetuneConfig
@@ -229,6 +236,13 @@ class SettingsPage(QWizardPage):
                 raise ConfigError(
                     f"Batch size {settings['batch_size']} is more than the {count} training "
                     f"patches: lower it to {count} or go back and choose to repeat patches.")
+        devices = str(self.device.currentData() or "")
+        state.processes = int(devices.split(":")[1]) if devices.startswith("all:") else 1
+        if state.new_model is not None:
+            from empanada_desktop.backend.finetune.train_config import TrainConfig
+
+            settings.pop("model")
+            return TrainConfig(**settings, **state.new_model)
         return FinetuneConfig(**settings)
 
     def load_yaml(self, path: str | Path | None = None) -> bool:
@@ -307,6 +321,9 @@ class SettingsPage(QWizardPage):
             self.device.setItemData(index, info.reason or info.name, 3)  # 3 = ToolTipRole
             if not info.available:
                 self.device.model().item(index).setEnabled(False)
+        from empanada_desktop.ui.wizard.new_model_settings import add_all_gpus_choice
+
+        add_all_gpus_choice(self.device)
         found = self.device.findData(current)
         self.device.setCurrentIndex(max(found, 0))
         self.device.blockSignals(False)
@@ -330,6 +347,10 @@ class SettingsPage(QWizardPage):
             from empanada_desktop.backend.finetune.loop import trainable_counts
 
             def job(stop):
+                if isinstance(model_name, dict):  # a new model's settings
+                    from empanada_desktop.backend.finetune.new_model import trainable_counts_new
+
+                    return trainable_counts_new(model_name)
                 return trainable_counts(model_name)
                 yield  # pragma: no cover - makes this a generator
 

@@ -27,5 +27,7 @@ class WizardState:
     val_dir: Path | None = None  # data page
     train_count: int = 0  # data page: image/mask pairs found in train_dirs
     remedy: str | None = None  # data page: what to do with fewer pairs than a batch
+    new_model: dict | None = None  # new-model page: TrainConfig fields of a new model (None: finetune)
+    processes: int = 1  # settings page: more than 1 trains on all GPUs through torchrun
     config: FinetuneConfig | None = None  # settings page (or the resumed run's config)
     result: FinetuneResult | None = None  # run page

@@ -15,9 +15,11 @@ from PySide6.QtWidgets import QWidget, QWizard
 
 from empanada_desktop.ui.wizard.data_page import DataPage
 from empanada_desktop.ui.wizard.model_page import ModelPage
+from empanada_desktop.ui.wizard.new_model_page import NewModelPage
 from empanada_desktop.ui.wizard.page_ids import (
     PAGE_DATA,
     PAGE_MODEL,
+    PAGE_NEW_MODEL,
     PAGE_RESULTS,
     PAGE_RUN,
     PAGE_SETTINGS,
@@ -39,7 +41,7 @@ class FinetuneWizard(QWizard):
     def __init__(self, parent: QWidget | None = None,
                  training_set_dir: Callable[[], Path | None] | None = None):
         super().__init__(parent)
-        self.setWindowTitle("Finetune a model")
+        self.setWindowTitle("Finetune or train a model")
         self.setWizardStyle(QWizard.WizardStyle.ClassicStyle)
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, False)
         self.setOption(QWizard.WizardOption.NoCancelButtonOnLastPage, True)
@@ -50,7 +52,9 @@ class FinetuneWizard(QWizard):
         self.settings_page = SettingsPage(self.state)
         self.run_page = RunPage(self.state)
         self.results_page = ResultsPage(self.state)
-        for page_id, page in ((PAGE_MODEL, self.model_page), (PAGE_DATA, self.data_page),
+        self.new_model_page = NewModelPage(self.state)
+        for page_id, page in ((PAGE_MODEL, self.model_page), (PAGE_NEW_MODEL, self.new_model_page),
+                              (PAGE_DATA, self.data_page),
                               (PAGE_SETTINGS, self.settings_page), (PAGE_RUN, self.run_page),
                               (PAGE_RESULTS, self.results_page)):
             self.setPage(page_id, page)
