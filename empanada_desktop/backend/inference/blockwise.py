@@ -88,9 +88,15 @@ class ModelRef:
 
     def model_config(self):
         if self.name is not None:
+            from empanada_desktop.core.errors import ModelLoadError
             from empanada_desktop.core.registry import ModelRegistry
 
-            return ModelRegistry().get(self.name).config
+            registered = ModelRegistry().get(self.name)
+            if not registered.installed or registered.weights_path is None:
+                raise ModelLoadError(
+                    f"Model '{registered.name}' has no weights on this computer. {registered.missing_weights_hint}"
+                )
+            return registered.config
         return self.factory()[1]
 
 

@@ -171,6 +171,8 @@ class Connection:
 def connect(config: ClusterConfig, *, device: str = "auto") -> Connection:
     """Start or join the cluster described by ``config``."""
     distributed = _distributed()
+    if not log.isEnabledFor(logging.DEBUG):  # Dask logs every worker start and stop at INFO
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if config.scheduler:
         try:
             client = distributed.Client(config.scheduler, timeout="30s")
