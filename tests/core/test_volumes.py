@@ -352,3 +352,19 @@ def test_split_dataset_only_after_an_existing_container(tmp_path):
     (tmp_path / "v.h5").write_bytes(b"x")
     assert split_dataset(f"{tmp_path}/v.h5:/a/b") == (tmp_path / "v.h5", "/a/b")
     assert split_dataset(f"{tmp_path}/x.tif") == (tmp_path / "x.tif", None)
+
+
+def test_to_dask_and_open_volume(tmp_path):
+    pytest.importorskip("dask")
+    h5py = pytest.importorskip("h5py")
+    from empanada_desktop.core.imageio import open_volume
+
+    with h5py.File(tmp_path / "v.h5", "w") as f:
+        f.create_dataset("raw", data=VOLUME, chunks=(2, 10, 12))
+    source = open_image(tmp_path / "v.h5")
+    array = source.to_dask()
+    assert array.chunksize == (2, 10, 12)
+    np.testing.assert_array_equal(array[1:3].compute(), VOLUME[1:3])
+    volume = open_volume(f"{tmp_path / 'v.h5'}:/raw")
+    assert volume.shape == VOLUME.shape
+    np.testing.assert_array_equal(volume[4], VOLUME[4])

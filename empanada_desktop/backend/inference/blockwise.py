@@ -139,9 +139,12 @@ def default_halo(config: InferenceConfig) -> tuple[int, int, int]:
     return (z, yx, yx)
 
 
-def default_block_size(config: InferenceConfig, halo) -> tuple[int, int, int]:
-    """A block whose slices with their halo make one model tile (no tiling inside a block)."""
+def default_block_size(config: InferenceConfig, halo, shape=None) -> tuple[int, int, int]:
+    """64 slices; whole slices when a slice fits one model tile (then no y/x halo is needed),
+    else blocks whose slices with their halo make one tile (no tiling inside a block)."""
     yx = max(256, (config.tile_size - 2 * halo[1]) // 256 * 256)
+    if shape is not None and max(shape[1:]) <= config.tile_size and not config.ortho and config.plane == "xy":
+        return (64, int(shape[1]), int(shape[2]))
     return (64, yx, yx)
 
 
@@ -165,7 +168,7 @@ class BlockwiseSettings:
 
     def resolve(self, config: InferenceConfig, shape) -> BlockGrid:
         halo = tuple(self.halo) if self.halo is not None else default_halo(config)
-        block = tuple(self.block_size) if self.block_size is not None else default_block_size(config, halo)
+        block = tuple(self.block_size) if self.block_size is not None else default_block_size(config, halo, shape)
         if len(block) != 3 or len(halo) != 3 or min(block) < 1 or min(halo) < 0:
             raise ConfigError(f"block size {block} and halo {halo} must be three numbers (z, y, x), blocks >= 1")
         block = tuple(min(b, n) for b, n in zip(block, shape, strict=True))

@@ -293,6 +293,12 @@ class ImageSource:
             )
         return copy
 
+    def to_dask(self):
+        """This source as a dask array chunked like the file (needs dask)."""
+        import dask.array as da
+
+        return da.from_array(self, chunks=self.chunks, asarray=False, fancy=False, name=False)
+
     def describe(self) -> str:
         where = f"{self.path}" + (f":{self.dataset}" if self.dataset else "")
         size = " x ".join(f"{v:g}" for v in self.voxel_size)
