@@ -224,10 +224,12 @@ def _engine(job: _Job):
     key = (job.model.cache_key, json.dumps(job.config.to_dict(), sort_keys=True), threading.get_ident())
     with _ENGINES_LOCK:
         engine = _ENGINES.get(key)
+    # OpenMP thread counts belong to the calling thread, and Dask starts worker processes with
+    # OMP_NUM_THREADS=1: set the count in the thread that runs the blocks.
+    if job.torch_threads and torch.get_num_threads() != job.torch_threads:
+        torch.set_num_threads(job.torch_threads)
     if engine is not None:
         return engine
-    if job.torch_threads:
-        torch.set_num_threads(job.torch_threads)
     device = _worker_device(job)
     model, model_config = job.model.load(device)
     with _ENGINES_LOCK:
@@ -565,7 +567,8 @@ def segment_blockwise(
             for the image-label layout). An unfinished output of the same job is resumed.
         stop: checked between events and, on the workers, before every slice.
         blocks: block size, halo and cluster (``BlockwiseSettings``).
-        client: an existing ``distributed.Client`` to use (then ``blocks.cluster`` is ignored).
+        client: an existing ``distributed.Client`` to use (then only ``blocks.cluster.threads``,
+            the torch threads per worker, is used from ``blocks.cluster``).
 
     Returns (as the generator's value): the output path, or None when stopped (finished blocks
     are kept; the same call resumes).
@@ -607,8 +610,9 @@ def segment_blockwise(
         client = connection.client
         yield Message(f"running on the {connection.description}")
     stop_name = f"empanada-stop-{uuid.uuid4().hex}"
+    threads = connection.torch_threads if connection else blocks.cluster.threads
     job = _Job(source, model_ref, config, grid, (slices.low, slices.scale), str(out_path),
-               connection.torch_threads if connection else None, connection.gpus if connection else 0, stop_name)
+               threads, connection.gpus if connection else 0, stop_name)
     try:
         from distributed import Event
 
