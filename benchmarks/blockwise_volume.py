@@ -248,20 +248,20 @@ def main() -> int:
             print(f"memory: peak RSS per worker {s1}: {[f'{r:.0f}' for r in r1]} MB; {s2} (4x): "
                   f"{[f'{r:.0f}' for r in r2]} MB; growth {100 * (max(r2) / max(r1) - 1):+.1f}%")
         if "large" in parts:
-            # Over 1 GB of voxels, each worker limited to 1 GB (Dask would end a worker above
+            # Over 1.25 GB of voxels, each worker limited to 1.25 GB (Dask would end a worker above
             # 95% of it). Balls in one tile of eight, the rest empty, to keep the run short on a
             # small machine; every block still goes through reading, the model and writing.
             import dask
 
-            shape = (64, 2048, 2048) if q else (64, 4096, 4096)
-            limit = "1GB"
+            shape = (32, 2048, 2048) if q else (80, 4096, 4096)
+            limit = "1.25GB"
             path = write_input(work / "l.zarr", shape, seed=4, sparse=True)
             with dask.config.set({"distributed.worker.memory.pause": False,
                                   "distributed.worker.memory.target": False,
                                   "distributed.worker.memory.spill": False}):
                 cl, client = cluster(2, memory_limit=limit)
                 _, seconds = blockwise(path, work / "l_out.zarr", client, max(1, cores // 2),
-                                       block=(32, 1024, 1024), halo=(2, 32, 32))
+                                       block=(16, 512, 512), halo=(1, 16, 16))
                 rss = peak_rss_mb(client)
                 client.close(); cl.close()
             gb = np.prod(shape) / 1e9

@@ -254,6 +254,10 @@ def _stop_checker(job: _Job) -> StopFn:
     return event.is_set
 
 
+def _identity(value):
+    return value
+
+
 def _drain(generator):
     while True:
         try:
@@ -336,15 +340,25 @@ def segment_block(job: _Job, index) -> int | None:
 
 
 def write_block(job: _Job, index, lut: np.ndarray, stuff_divisor: int) -> None:
-    """Map one block's local ids to the final ids and write them to the output (a task)."""
+    """Map one block's local ids to the final ids and write them to the output (a task).
+
+    Slab by slab (one output chunk deep) in int32, so that this step needs a few slabs of
+    memory, not several copies of the block."""
     import zarr
 
     core = job.grid.core(index)
     local, _ = _work_arrays(job.out_path)
-    labels = np.asarray(local[core]).astype(np.int64)
-    mapped = np.where(labels > 0, lut[np.clip(labels, 0, len(lut) - 1)], -labels * stuff_divisor)
     out = zarr.open_array(str(Path(job.out_path) / "0"), mode="r+")
-    out[core] = mapped.astype(np.int32)
+    lut = lut.astype(np.int32)
+    depth = out.chunks[0]
+    for z0 in range(core[0].start, core[0].stop, depth):
+        slab = (slice(z0, min(z0 + depth, core[0].stop)),) + core[1:]
+        labels = np.asarray(local[slab])
+        mapped = lut[np.maximum(labels, 0)]
+        stuff = labels < 0
+        if stuff.any():
+            mapped[stuff] = -labels[stuff] * stuff_divisor
+        out[slab] = mapped
 
 
 # -- stitching ------------------------------------------------------------------------------------
@@ -624,7 +638,9 @@ def segment_blockwise(
                 return True
             return False
 
-        [job_future] = client.scatter([job], broadcast=True, hash=False)
+        # A task, not scattered data: a worker that dies (out of memory, a lost batch job) takes
+        # scattered data with it, while the scheduler can compute a task's result again.
+        job_future = client.submit(_identity, job, pure=False, key=f"blockwise-job-{uuid.uuid4().hex}")
         window = 2 * max(1, len(client.scheduler_info().get("workers", {})))
         todo = [i for i in grid.indices() if state[i] < SEGMENTED]
         rate = _Rate(done1, n)

@@ -2,7 +2,7 @@
 
 - Embedded (default): a ``distributed.LocalCluster`` sized to this computer: one worker per GPU
   when CUDA GPUs are present, else ``cores // 8`` workers (at least 1, fewer when memory is
-  short, about 4 GB per worker), one task at a time per worker, the cores shared out among
+  short, about 8 GB per worker), one task at a time per worker, the cores shared out among
   their torch threads.
 - ``scheduler="tcp://host:8786"``: join a running cluster (its workers need this package and
   the same files at the same paths).
@@ -23,7 +23,7 @@ from empanada_desktop.core.errors import ConfigError, UserError
 log = logging.getLogger(__name__)
 
 GB = 1024**3
-WORKER_MEMORY_GUESS = 4 * GB
+WORKER_MEMORY_GUESS = 8 * GB  # a MitoNet worker on 64 x 1792 x 1792 blocks with 2048 px tiles
 JOBQUEUE = {"slurm": "SLURMCluster", "pbs": "PBSCluster", "lsf": "LSFCluster"}
 _INT_OPTIONS = ("cores", "processes", "jobs")
 _LIST_OPTIONS = ("job_extra", "job_extra_directives", "job_script_prologue", "worker_extra_args")
@@ -119,6 +119,9 @@ def jobqueue_options(kind: str, options: Mapping[str, object]) -> dict:
     kwargs.setdefault("cores", 8)
     kwargs.setdefault("memory", "32GB")
     kwargs.setdefault("processes", 1)  # one worker per job: one model in memory per job
+    # One block at a time per worker, all the job's cores as torch threads: the worker's own
+    # thread count (cores / processes by default) is overridden by a last --nthreads.
+    kwargs["worker_extra_args"] = list(kwargs.get("worker_extra_args", [])) + ["--nthreads", "1"]
     import sys
 
     kwargs.setdefault("python", sys.executable)
@@ -185,8 +188,11 @@ def connect(config: ClusterConfig, *, device: str = "auto") -> Connection:
         jobs = int(config.cluster_options.get("jobs", config.workers or 1))
         cluster.scale(jobs=jobs)
         client = distributed.Client(cluster)
+        options = jobqueue_options(config.cluster, config.cluster_options)
+        threads = config.threads or max(1, int(options["cores"]) // int(options["processes"]))
+        gpus = 1 if any("gpu" in str(v) for v in options.get("job_extra_directives", [])) else 0
         return Connection(client, [client.close, cluster.close],
-                          f"{config.cluster} cluster, {jobs} jobs ({cluster.dashboard_link})", None, 0)
+                          f"{config.cluster} cluster, {jobs} jobs ({cluster.dashboard_link})", threads, gpus)
     gpus = None if device in ("auto",) or device.startswith("cuda") else 0
     size = local_size(config.workers, config.threads, gpus=gpus)
     memory_limit = config.memory_limit if config.memory_limit is not None else size.memory_limit

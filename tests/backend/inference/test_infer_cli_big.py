@@ -98,7 +98,7 @@ def test_blockwise_options_need_zarr_output_and_job_script(tmp_path, tiny_model,
     out = capsys.readouterr().out
     assert code == 0
     assert "#SBATCH -p gpu" in out and "#SBATCH --gres=gpu:1" in out and "#SBATCH -t 02:00:00" in out
-    assert sys.executable in out
+    assert sys.executable in out and out.rstrip().endswith("--nthreads 1")
 
 
 @pytest.mark.slow
