@@ -494,6 +494,12 @@ def _prepare_output(out_path: Path, image, grid: BlockGrid, fingerprint: dict):
     spacing = getattr(image, "spacing", None)
     if out_path.exists():
         previous = read_attributes(out_path).get("empanada_desktop", {}).get("job")
+        if previous is None:
+            raise UserError(
+                f"{out_path} already exists and is not block-wise labels of empanada-desktop; "
+                "choose another output (to add labels to an OME-Zarr image, write to "
+                f"{out_path}/labels/NAME)"
+            )
         if previous != json.loads(json.dumps(fingerprint)):
             raise UserError(
                 f"{out_path} already exists and holds the output of a different job (other input, "
