@@ -9,7 +9,11 @@ from pathlib import Path
 
 from empanada_desktop.core.errors import ImageReadError, UserError
 
-OUTPUT_SUFFIXES = (".tif", ".tiff")
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".zarr")
+INPUT_HELP = (
+    "image or volume: TIFF (or a folder of TIFF slices), PNG, JPEG, OME-Zarr/Zarr, N5, HDF5, MRC/REC "
+    "or DM3/DM4; a dataset inside HDF5/Zarr/N5 as FILE:/NAME or with --dataset"
+)
 
 
 def register(subparsers) -> None:
@@ -17,14 +21,18 @@ def register(subparsers) -> None:
         "infer",
         help="segment a 2D image or a 3D stack with a model",
         description=(
-            "Segment IMAGE (TIFF, PNG or JPEG; 2D images are segmented in 2D, stacks slice by "
-            "slice and linked in 3D) and write an int32 label TIFF. 2D labels are "
+            "Segment IMAGE (2D images are segmented in 2D, volumes slice by slice and linked in "
+            "3D) and write int32 labels: a TIFF, or an OME-Zarr (.zarr, or IMAGE.zarr/labels/NAME "
+            "inside an OME-Zarr image), which segments a volume block by block on a Dask cluster "
+            "(embedded by default) and resumes when run again. 2D labels are "
             "class * max-objects + instance; 3D labels of a single-class model are 1..N."
         ),
     )
-    infer.add_argument("image", type=Path)
-    infer.add_argument("--model", required=True, help="registered model name (see 'models list')")
-    infer.add_argument("-o", "--output", required=True, type=Path, help="label TIFF to write")
+    infer.add_argument("image", type=str, help=INPUT_HELP)
+    infer.add_argument("--model", help="registered model name (see 'models list')")
+    infer.add_argument("-o", "--output", type=Path, help="labels to write: .tif/.tiff or .zarr")
+    infer.add_argument("--dataset", help="the image inside an HDF5/Zarr/N5 container")
+    infer.add_argument("--list-datasets", action="store_true", help="list the images inside IMAGE and exit")
     infer.add_argument("--plane", choices=("xy", "xz", "yz"), default="xy", help="stacks: slicing plane")
     infer.add_argument("--ortho", action="store_true", help="stacks: combine xy, xz and yz")
     infer.add_argument("--vote", type=int, default=2, choices=(1, 2, 3), help="ortho: planes that must agree")
@@ -40,7 +48,23 @@ def register(subparsers) -> None:
     infer.add_argument("--min-extent", type=int, default=4, help="stacks: thinnest object in slices")
     infer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     infer.add_argument("--overwrite", action="store_true",
-                       help="replace OUTPUT if it exists (never allowed when it is the input image)")
+                       help="replace a TIFF OUTPUT if it exists (a .zarr output of the same job is "
+                       "resumed instead; never allowed when OUTPUT is the input image)")
+    infer.add_argument("--voxel-size", help="correct the voxel size: Z,Y,X (written to OME-Zarr output)")
+    infer.add_argument("--unit", help="unit of --voxel-size, e.g. nm (default: the file's)")
+    big = infer.add_argument_group("big volumes (block-wise on Dask; output .zarr)")
+    big.add_argument("--block-size", help="block size Z,Y,X in voxels (default 64,1792,1792 for 2048 tiles)")
+    big.add_argument("--halo", help="context read around each block, Z,Y,X (default 2,64,64)")
+    big.add_argument("--workers", type=int, help="embedded cluster: workers (default: sized to this computer)")
+    big.add_argument("--threads", type=int, help="torch threads per worker (default: cores / workers)")
+    big.add_argument("--no-processes", action="store_true",
+                     help="embedded cluster: workers as threads of this process (small jobs, debugging)")
+    big.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://10.0.0.5:8786")
+    big.add_argument("--cluster", choices=("slurm", "pbs", "lsf"), help="start workers as batch jobs (dask-jobqueue)")
+    big.add_argument("--cluster-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="a dask-jobqueue option: cores=8, memory=32GB, queue=gpu, walltime=04:00:00, "
+                     "account=..., jobs=4, job_extra=--gres=gpu:1 (repeat for several)")
+    big.add_argument("--print-job-script", action="store_true", help="print the batch script of one worker job and exit")
     infer.set_defaults(handler=_infer)
 
     evaluate = subparsers.add_parser(
@@ -95,37 +119,124 @@ class _ProgressBar:
             self.drawn = False
 
 
+def _numbers(text: str | None, what: str, kind=int):
+    if text is None:
+        return None
+    try:
+        values = [kind(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{what} {text!r}: give three numbers Z,Y,X, e.g. 64,1024,1024") from None
+    if len(values) == 1:
+        values = values * 3
+    if len(values) != 3:
+        raise UserError(f"{what} {text!r}: give three numbers Z,Y,X")
+    return tuple(values)
+
+
+def _is_zarr_output(path: Path) -> bool:
+    return path.suffix.lower() == ".zarr" or (path.parent.name == "labels" and path.parent.parent.suffix.lower() == ".zarr")
+
+
+def _cluster_options(args) -> dict:
+    options = {}
+    for item in args.cluster_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--cluster-option {item!r}: write KEY=VALUE, e.g. memory=32GB")
+        if key.strip() in options and key.strip() in ("job_extra", "job-extra", "job_script_prologue"):
+            previous = options[key.strip()]
+            options[key.strip()] = (previous if isinstance(previous, list) else [previous]) + [value]
+        else:
+            options[key.strip()] = value
+    return options
+
+
 def _infer(args: argparse.Namespace) -> int:
-    if args.output.suffix.lower() not in OUTPUT_SUFFIXES:
-        raise UserError(f"output {args.output} must end in .tif or .tiff (labels are written as TIFF)")
-    from empanada_desktop.core.output_paths import check_output_file
+    from empanada_desktop.core.volumes import list_datasets, open_image
 
-    check_output_file(args.output, [args.image], overwrite=args.overwrite)
+    if args.list_datasets:
+        for info in list_datasets(args.image):
+            print(info)
+        return 0
+    if args.print_job_script:
+        if not args.cluster:
+            raise UserError("--print-job-script needs --cluster slurm|pbs|lsf")
+        from empanada_desktop.backend.inference.cluster import job_script
+
+        print(job_script(args.cluster, _cluster_options(args)))
+        return 0
+    if not args.model or not args.output:
+        raise UserError("infer needs --model NAME and -o OUTPUT (.tif, .tiff or .zarr)")
+    zarr_output = _is_zarr_output(args.output)
+    if args.output.suffix.lower() not in OUTPUT_SUFFIXES and not zarr_output:
+        raise UserError(f"output {args.output} must end in .tif, .tiff or .zarr (labels are written as TIFF or OME-Zarr)")
+    blockwise_options = [args.block_size, args.halo, args.workers, args.scheduler, args.cluster]
+    if any(v is not None for v in blockwise_options) and not zarr_output:
+        raise UserError("block-wise options write OME-Zarr: give an output ending in .zarr")
+    from empanada_desktop.core.output_paths import check_output_file, same_file
+
+    if not zarr_output:
+        check_output_file(args.output, [args.image], overwrite=args.overwrite)
+    elif same_file(args.output, args.image):
+        raise UserError(f"the output {args.output} is the input {args.image}: writing it would destroy "
+                        f"your image; write the labels to {args.output / 'labels' / 'mito'} or another .zarr")
     config = _config(args)
-    from empanada_desktop.core.imageio import read_image
-
-    notes: list[str] = []
-    image = read_image(args.image, mmap=True, notes=notes)
-    for note in notes:
+    source = open_image(args.image, dataset=args.dataset)
+    voxel_size = _numbers(args.voxel_size, "--voxel-size", float)
+    if voxel_size or args.unit:
+        source = source.with_spacing(voxel_size, args.unit)
+    for note in source.notes:
         print(f"note: {note}", file=sys.stderr)
-    if image.size == 0:
-        raise ImageReadError(f"{args.image} is empty (shape {image.shape}); open an image with content")
+    if source.size == 0:
+        raise ImageReadError(f"{args.image} is empty (shape {source.shape}); open an image with content")
 
-    from empanada_desktop.backend.devices import resolve_device
-    from empanada_desktop.backend.loading import load_registered
-
-    device = resolve_device(config.device)
-    model, model_config = load_registered(args.model, device)
     start = time.perf_counter()
-    if image.ndim == 2:
-        _infer_2d(args, image, model, model_config, config, device)
+    if source.ndim == 3 and zarr_output:
+        _infer_blockwise(args, source, config)
     else:
-        _infer_3d(args, image, model, model_config, config, device)
+        from empanada_desktop.backend.devices import resolve_device
+        from empanada_desktop.backend.loading import load_registered
+
+        device = resolve_device(config.device)
+        model, model_config = load_registered(args.model, device)
+        if source.ndim == 2:
+            _infer_2d(args, source[...], model, model_config, config, device, source)
+        else:
+            _infer_3d(args, source, model, model_config, config, device)
     print(f"wrote {args.output} in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
 
-def _infer_2d(args, image, model, model_config, config, device) -> None:
+def _infer_blockwise(args, source, config) -> None:
+    from empanada_desktop.backend.events import Message, Progress
+    from empanada_desktop.backend.inference.blockwise import BlockwiseSettings, segment_blockwise
+    from empanada_desktop.backend.inference.cluster import ClusterConfig
+
+    cluster = ClusterConfig(workers=args.workers, threads=args.threads, scheduler=args.scheduler,
+                            processes=not args.no_processes,
+                            cluster=args.cluster, cluster_options=_cluster_options(args))
+    blocks = BlockwiseSettings(block_size=_numbers(args.block_size, "--block-size"),
+                               halo=_numbers(args.halo, "--halo"), cluster=cluster)
+    bar = _ProgressBar()
+    jobs = segment_blockwise(args.model, source, config, args.output, blocks=blocks)
+    try:
+        for event in jobs:
+            if isinstance(event, Progress):
+                bar.update(event.step, event.total, event.message, event.eta_seconds)
+            elif isinstance(event, Message):
+                bar.close()
+                print(f"{event.level}: {event.text}", file=sys.stderr)
+    except KeyboardInterrupt:
+        jobs.close()
+        bar.close()
+        print(f"note: finished blocks are kept in {args.output}; run the same command again to resume",
+              file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+
+
+def _infer_2d(args, image, model, model_config, config, device, source=None) -> None:
     import numpy as np
 
     from empanada_desktop.backend.inference.engine2d import Engine2D
@@ -134,13 +245,20 @@ def _infer_2d(args, image, model, model_config, config, device) -> None:
     if image.dtype != np.uint8:
         image, note = to_uint8(np.asarray(image))
         if note:
-            print(f"note: {args.image.name}: {note}", file=sys.stderr)
+            print(f"note: {Path(args.image).name}: {note}", file=sys.stderr)
     bar = _ProgressBar()
     bar.update(0, 1, "segmenting")
     labels = Engine2D(model, model_config, config, device).segment(image)
     bar.update(1, 1, f"{len(np.unique(labels[labels > 0]))} objects")
     bar.close()
-    write_tiff(args.output, labels)
+    if _is_zarr_output(args.output):
+        from empanada_desktop.core.volumes.zarr_io import write_labels
+
+        spacing = source.spacing if source is not None else None
+        write_labels(args.output, labels, voxel_size=spacing.voxel_size if spacing else (1.0, 1.0, 1.0),
+                     unit=spacing.unit if spacing else "pixel")
+    else:
+        write_tiff(args.output, labels)
 
 
 def _infer_3d(args, volume, model, model_config, config, device) -> None:

@@ -47,14 +47,18 @@ class SliceSource:
     same scaling for every slice, unlike scaling each slice on its own); ``note`` says so.
     """
 
-    def __init__(self, volume):
+    def __init__(self, volume, scaling: tuple[float, float] | None = None):
+        """``scaling`` (low, scale) reuses another source's intensity scaling (a block of a volume
+        takes the whole volume's, so that every block is scaled alike)."""
         self.volume = volume
         self.shape = tuple(volume.shape)
         self.dtype = np.dtype(volume.dtype)
         self.note: str | None = None
         self.low = 0.0
         self.scale = 1.0
-        if self.dtype != np.uint8:
+        if scaling is not None:
+            self.low, self.scale = float(scaling[0]), float(scaling[1])
+        elif self.dtype != np.uint8:
             if not (np.issubdtype(self.dtype, np.integer) or np.issubdtype(self.dtype, np.floating)):
                 raise ImageReadError(f"volume of type {self.dtype} cannot be converted to 8-bit")
             self._fit_scaling()

@@ -62,3 +62,8 @@ def model_config(**engine):
     return ModelConfig(
         class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="fake.pth", padding_factor=16
     )
+
+
+def blob_model_and_config():
+    """A picklable model factory for block-wise jobs (``ModelRef(factory=...)``)."""
+    return BlobModel(), model_config()
