@@ -5,7 +5,8 @@ slices and turns it into :class:`Candidate` patches (a box, its mean uncertainty
 feature vector from the model's encoder); this module picks ``n`` of them:
 
 1. candidates overlapping an already-labelled patch by more than ``max_overlap`` are dropped;
-2. a pool of the most uncertain candidates is kept (``pool_factor * n``);
+2. a pool of the most uncertain candidates is kept (``pool_factor * n``, at least 32, and all
+   candidates tied with the last one);
 3. the first pick is the most uncertain candidate; every next pick maximises
    ``score ** (1 - diversity) * distance ** diversity``, where ``distance`` is the candidate's
    distance to the nearest patch picked so far (a greedy k-center step, weighted by
@@ -26,6 +27,7 @@ import numpy as np
 from empanada_desktop.core.patches import PatchBox
 
 DEFAULT_MAX_OVERLAP = 0.25
+MIN_POOL = 32  # the greedy choice always considers at least this many candidates
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,8 +155,12 @@ def rank_patches(
     if not allowed:
         return []
     scores = np.array([float(candidates[i].score) for i in allowed])
-    order = [allowed[i] for i in np.argsort(-scores, kind="stable")]
-    pool = order[: max(int(pool_factor) * int(n), int(n))]
+    ranked = np.argsort(-scores, kind="stable")
+    order = [allowed[i] for i in ranked]
+    size = min(len(order), max(int(pool_factor) * int(n), MIN_POOL))
+    cutoff = scores[ranked[size - 1]]
+    size += int(np.sum(scores[ranked[size:]] >= cutoff))  # candidates tied with the last one too
+    pool = order[:size]
     rest = order[len(pool):]
     picked = _greedy(candidates, pool, n, max_overlap, diversity, spatial_weight)
     for index in rest:  # the pool ran out (overlaps): continue by uncertainty alone

@@ -9,9 +9,9 @@ anti-transpose), and every output is turned back. Three signals, each within 0..
   between the two most probable classes;
 - ``tta``: disagreement between the augmentations, twice the standard deviation of the
   foreground probability;
-- ``centers``: unstable instance centers: ``4 q (1 - q)`` where ``q`` is the share of
-  augmentations that put an object center within a few pixels (0 when every augmentation or
-  none does; 1 when half do: an object split or merged depending on the view).
+- ``centers``: unstable instance centers: around each center any view found, ``4 q (1 - q)``
+  where ``q`` is the share of views with a center within a few pixels of it (0 when every
+  view has it; 1 when half do: an object split or merged depending on the view).
 
 Object borders are uncertain in every image, by a pixel or two; ``boundary_px`` erodes the
 threshold and tta maps so that lines thinner than ``2 * boundary_px + 1`` pixels do not count,
@@ -88,26 +88,49 @@ def _erode(values: torch.Tensor, radius: int) -> torch.Tensor:
     return -F.max_pool2d(-values[None, None], size, stride=1, padding=radius)[0, 0]
 
 
-def _center_hits(engine: Engine2D, raw, radius: int) -> torch.Tensor:
-    """(h, w) 0/1: within ``radius`` pixels of a center on a thing pixel (transformed frame)."""
+def _center_points(engine: Engine2D, raw) -> torch.Tensor:
+    """(h, w) 0/1 map of the object centers that lie on thing pixels (transformed frame)."""
     probs = raw.probs
     shape = tuple(probs.shape[-2:])
-    hits = torch.zeros(shape, dtype=torch.float32, device=probs.device)
+    points = torch.zeros(shape, dtype=torch.float32, device=probs.device)
     thing_list = engine.params.thing_list
     if not thing_list:
-        return hits
+        return points
     centers, _ = find_centers(raw.ctr_hmp, engine.params.center_confidence_thr, engine.params.nms_kernel)
     if len(centers) == 0:
-        return hits
+        return points
     cell = int(raw.cell)
     ys = (centers[:, 0] * cell + cell // 2).clamp(max=shape[0] - 1)
     xs = (centers[:, 1] * cell + cell // 2).clamp(max=shape[1] - 1)
     classes = harden(probs, engine.params.confidence_thr)
     things = torch.tensor(list(thing_list), device=classes.device)
     on_thing = torch.isin(classes[ys, xs], things)
-    hits[ys[on_thing], xs[on_thing]] = 1.0
+    points[ys[on_thing], xs[on_thing]] = 1.0
+    return points
+
+
+def _dilate(values: torch.Tensor, radius: int) -> torch.Tensor:
     size = 2 * radius + 1
-    return F.max_pool2d(hits[None, None], size, stride=1, padding=radius)[0, 0]
+    return F.max_pool2d(values[None, None], size, stride=1, padding=radius)[0, 0]
+
+
+def _center_instability(points: list[torch.Tensor], radius: int) -> torch.Tensor:
+    """``4 q (1 - q)`` around each center, ``q`` = share of views with a center within ``radius``
+    (a center that moves by less than ``radius`` between views is stable)."""
+    count = float(len(points))
+    support = torch.stack([_dilate(p, radius) for p in points]).sum(dim=0)
+    instability = torch.zeros_like(support)
+    for view in points:
+        where = view > 0
+        q = support[where] / count
+        instability[where] = torch.maximum(instability[where], 4.0 * q * (1.0 - q))
+    return _dilate(instability, radius)
+
+
+def _writable(image: np.ndarray) -> np.ndarray:
+    """A contiguous array torch may wrap (slices of a read-only memmap are copied)."""
+    image = np.ascontiguousarray(image)
+    return image if image.flags.writeable else image.copy()
 
 
 def foreground(probs: torch.Tensor) -> torch.Tensor:
@@ -123,8 +146,9 @@ def image_uncertainty(engine: Engine2D, image: np.ndarray, *, tta: int = 4, boun
     Returns None when ``stop()`` became true between two augmentations.
     """
     names = TRANSFORMS[: max(1, min(int(tta), len(TRANSFORMS)))]
-    base = torch.from_numpy(np.ascontiguousarray(image))
-    sum_probs = sum_fg2 = hits = None
+    base = torch.from_numpy(_writable(image))
+    sum_probs = sum_fg2 = None
+    points: list[torch.Tensor] = []
     radius = center_radius
     for name in names:
         if stop is not None and stop():
@@ -135,13 +159,12 @@ def image_uncertainty(engine: Engine2D, image: np.ndarray, *, tta: int = 4, boun
             radius = max(2, 2 * int(raw.cell))
         probs = transform(inverse(name), raw.probs).float()
         fg = foreground(probs)
-        point_hits = transform(inverse(name), _center_hits(engine, raw, radius))
+        points.append(transform(inverse(name), _center_points(engine, raw)))
         if sum_probs is None:
-            sum_probs, sum_fg2, hits = probs.clone(), fg * fg, point_hits.clone()
+            sum_probs, sum_fg2 = probs.clone(), fg * fg
         else:
             sum_probs += probs
             sum_fg2 += fg * fg
-            hits += point_hits
     count = float(len(names))
     mean_probs = sum_probs / count
     mean_fg = foreground(mean_probs)
@@ -153,8 +176,7 @@ def image_uncertainty(engine: Engine2D, image: np.ndarray, *, tta: int = 4, boun
         threshold = 1.0 - (top2[0] - top2[1])
     variance = (sum_fg2 / count - mean_fg * mean_fg).clamp(min=0.0)
     disagreement = (2.0 * variance.sqrt()).clamp(max=1.0)
-    q = hits / count
-    centers = 4.0 * q * (1.0 - q)
+    centers = _center_instability(points, radius)
     maps = {
         "threshold": _erode(threshold.clamp(0.0, 1.0), boundary_px),
         "tta": _erode(disagreement, boundary_px),
@@ -173,7 +195,7 @@ def encoder_features(engine: Engine2D, image: np.ndarray) -> tuple[torch.Tensor,
     encoder = getattr(engine.model, "encoder", None)
     if encoder is None or not callable(encoder):
         return None
-    x = torch.from_numpy(np.ascontiguousarray(image)).to(engine.device).float()
+    x = torch.from_numpy(_writable(image)).to(engine.device).float()
     x = (x / 255.0 - engine.mean) / engine.std
     multiple = engine.padding_factor
     x = F.pad(x[None, None], (0, -x.shape[1] % multiple, 0, -x.shape[0] % multiple))
