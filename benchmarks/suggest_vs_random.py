@@ -55,7 +55,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--base-iterations", type=int, default=200)
     parser.add_argument("--iterations", type=int, default=40, help="finetuning iterations per run")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--layers", default="all")
+    parser.add_argument("--layers", default="none", help="finetunable layers of the K-patch runs (default none)")
     parser.add_argument("--tta", type=int, default=4)
     parser.add_argument("--plot", type=Path, help="write the IoU-vs-K plot (PNG) here")
     return parser.parse_args(argv)
@@ -164,11 +164,11 @@ def register_small_model(name: str) -> None:
         registry.register(name, config, weights, copy=True, verify=verify_model_file)
 
 
-def run_finetune(model: str, train_dir: Path, new_name: str, out_dir: Path, *, iterations: int,
+def run_finetune(model: str, train_dirs, new_name: str, out_dir: Path, *, iterations: int,
                  batch_size: int, layers: str, seed: int, register: bool = False):
     from empanada_desktop.backend.finetune.config import FinetuneConfig
 
-    config = FinetuneConfig(model=model, train_dirs=[train_dir], new_name=new_name, out_dir=out_dir,
+    config = FinetuneConfig(model=model, train_dirs=train_dirs, new_name=new_name, out_dir=out_dir,
                             iterations=iterations, patch_size=PATCH, batch_size=batch_size, layers=layers,
                             device="cpu", seed=seed, register=register, checkpoint_every=0, validations=0,
                             duplicate_patches=True)
@@ -193,7 +193,7 @@ def train_base(args, work: Path, state: State) -> None:
         import shutil
 
         shutil.rmtree(out)
-    run_finetune("bench_start", work / "data" / "base_train", BASE_NAME, out, iterations=args.base_iterations,
+    run_finetune("bench_start", [work / "data" / "base_train"], BASE_NAME, out, iterations=args.base_iterations,
                  batch_size=8, layers="all", seed=0, register=True)
     metrics = evaluate_model(work, BASE_NAME)
     state.put("base", {"seconds": time.perf_counter() - started, **metrics})
@@ -285,7 +285,10 @@ def finetune_runs(args, work: Path, state: State) -> None:
                     shutil.rmtree(folder)
                 write_patches(folder, boxes, images, labels)
                 started = time.perf_counter()
-                result = run_finetune(BASE_NAME, folder, f"ft_{strategy}_{k}_{seed}", work / "runs" / key,
+                # The new patches join the data the base model was trained on (a growing
+                # training set): on the new patches alone, both strategies forget the normal style.
+                result = run_finetune(BASE_NAME, [work / "data" / "base_train", folder], f"ft_{strategy}_{k}_{seed}",
+                                      work / "runs" / key,
                                       iterations=args.iterations, batch_size=args.batch_size, layers=args.layers,
                                       seed=seed)
                 metrics = evaluate_model(work, pth=result.exported_pth)
@@ -305,8 +308,24 @@ def spearman(a, b) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
+WEIGHT_SETS = {
+    "threshold only": {"threshold": 1.0},
+    "tta only": {"tta": 1.0},
+    "centers only": {"centers": 1.0},
+    "all equal": {"threshold": 1.0, "tta": 1.0, "centers": 1.0},
+    "tta + centers": {"tta": 1.0, "centers": 1.0},
+    "tta + 0.5 centers": {"tta": 1.0, "centers": 0.5},
+    "tta + 0.25 centers": {"tta": 1.0, "centers": 0.25},
+    "tta + 0.5 centers + 0.1 threshold": {"tta": 1.0, "centers": 0.5, "threshold": 0.1},
+}
+
+
 def signal_correlations(args, work: Path, state: State) -> None:
-    """Spearman correlation of each signal's patch score with the base model's patch error."""
+    """Spearman correlation of each signal's patch score with the base model's patch error.
+
+    A patch's combined score is the weighted mean of its signals' means (the mean over a box is
+    linear), so every weighting is scored from the same per-patch signal means.
+    """
     if state.get("signals"):
         return
     from empanada_desktop.backend.inference.engine2d import Engine2D
@@ -319,21 +338,25 @@ def signal_correlations(args, work: Path, state: State) -> None:
     model, model_config = load_registered(BASE_NAME, "cpu")
     engine = Engine2D(model, model_config, None, "cpu")
     images, labels = load(work, "pool"), load(work, "pool_labels")
-    scores: dict[str, list] = {}
-    errors = []
+    regions = load(work, "pool_regions") > 0
+    means: dict[tuple[int, str], list] = {}
+    errors, novel = [], []
     positions = grid_positions(args.size, PATCH, PATCH // 2)
-    for image, truth in zip(images, labels):
+    for image, truth, region in zip(images, labels, regions):
         wrong = ((engine.segment(image) > 0) != (truth > 0)).astype(np.float64)
         errors.extend(window_means(wrong, PATCH, positions, positions).ravel())
+        novel.extend(window_means(region, PATCH, positions, positions).ravel())
         for boundary in (0, 2):
             maps = image_uncertainty(engine, image, tta=args.tta, boundary_px=boundary)
-            variants = dict(maps.signals)
-            variants["combined"] = maps.combined(DEFAULT_WEIGHTS)
-            for name, values in variants.items():
-                scores.setdefault(f"{name} (boundary {boundary} px)", []).extend(
-                    window_means(values, PATCH, positions, positions).ravel())
-    result = {name: spearman(values, errors) for name, values in scores.items()}
-    result["patches"] = len(errors)
+            for name, values in maps.signals.items():
+                means.setdefault((boundary, name), []).extend(window_means(values, PATCH, positions, positions).ravel())
+    result = {"patches": len(errors), "error_vs_novel_share": spearman(novel, errors)}
+    weight_sets = dict(WEIGHT_SETS, **{"default": dict(DEFAULT_WEIGHTS)})
+    for boundary in (0, 2):
+        for label, weights in weight_sets.items():
+            total = sum(weights.values())
+            score = sum(w / total * np.asarray(means[(boundary, name)]) for name, w in weights.items() if w)
+            result[f"{label} (boundary {boundary} px)"] = spearman(score, errors)
     state.put("signals", result)
     for name, rho in result.items():
         log(f"  {name}: {rho:.3f}" if name != "patches" else f"  over {rho} candidate patches")
@@ -428,6 +451,13 @@ def main(argv=None) -> int:
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     state = State(work)
+    protocol = {name: getattr(args, name) for name in ("pool", "test", "base_images", "size", "novel_share",
+                                                         "base_iterations", "iterations", "batch_size", "layers", "tta")}
+    if state.get("protocol") not in (None, protocol):
+        print(f"error: {work} holds results of other settings ({state.get('protocol')}); use another --work folder",
+              file=sys.stderr)
+        return 2
+    state.put("protocol", protocol)
     started = time.perf_counter()
     make_data(args, work)
     train_base(args, work, state)

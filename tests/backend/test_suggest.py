@@ -52,6 +52,20 @@ class ShiftyModel(UnsureModel):
         return {"sem_logits": sem, "ctr_hmp": ctr, "offsets": offsets}
 
 
+class FlickeringModel(UnsureModel):
+    """Unsure on mid-gray, and there its answer depends on where the pixel is in the view (a
+    stripe pattern of the view's columns), so flipped or rotated views disagree on mid-gray
+    only."""
+
+    def forward(self, x, render_steps: int = 2, interpolate_ins: bool = True):
+        out = super().forward(x, render_steps, interpolate_ins)
+        intensity = x * STD + MEAN
+        columns = torch.arange(x.shape[-1], dtype=x.dtype)
+        stripes = torch.where(torch.sin(2 * torch.pi * columns / 10 + 0.3) > 0, 10.0, -10.0)
+        out["sem_logits"] = out["sem_logits"] + stripes * ((intensity - 0.5).abs() < 0.1)
+        return out
+
+
 def model_config():
     from empanada_desktop.core.model_config import ModelConfig
 
@@ -120,7 +134,7 @@ def test_stable_centers_give_no_center_uncertainty():
 
 
 def config_for(image, **changes):
-    values = dict(model="fake", image=image, n=3, patch_size=32, device="cpu", tta=4)
+    values = dict(model="fake", image=image, n=3, patch_size=32, device="cpu", tta=4, weights={"threshold": 1.0})
     values.update(changes)
     return SuggestConfig(**values)
 
@@ -150,6 +164,16 @@ def test_suggestions_come_from_where_the_model_is_unsure():
     assert result.analysed == (("xy", 0),) and result.volume_shape == (1, 128, 128)
     progress = [e for e in events if isinstance(e, Progress)]
     assert progress[-1].step == progress[-1].total == 1 + 3  # one window, three predictions
+
+
+def test_default_weights_follow_disagreeing_views():
+    image = half_unsure_image()
+    maps = image_uncertainty(engine_for(FlickeringModel()), image, tta=4)
+    assert maps.signals["tta"][:, :56].mean() > 0.5 and maps.signals["tta"][:, 72:].max() < 0.05
+    config = SuggestConfig(model="fake", image=image, n=3, patch_size=32, device="cpu")  # default weights
+    _, result = run_job(config, model=FlickeringModel())
+    assert all(p.box.col + p.box.size <= 64 + 8 for p in result.patches)
+    assert result.uncertainty[:, :56].mean() > 0.3 > result.uncertainty[:, 72:].max()
 
 
 def test_labelled_patches_are_excluded(tmp_path):

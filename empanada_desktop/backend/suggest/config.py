@@ -15,11 +15,14 @@ from empanada_desktop.core.patches import PLANES, PatchBox
 SCOPES = ("slice", "stack", "planes")
 SIGNALS = ("threshold", "tta", "centers")
 MAX_TTA = 8
-# Weights of the per-pixel signals in the combined uncertainty. Chosen from the rank correlation
-# of each signal's patch score with the patch's real error (benchmarks/suggest_vs_random.py,
-# docs/SUGGEST.md): all three carry information, the threshold signal the most.
-DEFAULT_WEIGHTS: Mapping[str, float] = {"threshold": 1.0, "tta": 1.0, "centers": 0.5}
-
+# Weights of the per-pixel signals in the combined uncertainty, from the rank correlation of
+# each signal's patch score with the base model's real patch error on the benchmark
+# (benchmarks/suggest_vs_random.py; docs/SUGGEST.md): TTA disagreement ranks errors best
+# (Spearman 0.79); center instability is weaker on foreground error (0.28) but is the only signal
+# for split/merged objects, so it keeps a small weight; distance to the threshold ranked errors
+# backwards there (-0.65: the model was confidently wrong on unseen content and soft on correct
+# background), so it is computed and shown but not weighted by default.
+DEFAULT_WEIGHTS: Mapping[str, float] = {"threshold": 0.0, "tta": 1.0, "centers": 0.25}
 
 @dataclass(frozen=True)
 class SuggestConfig:
@@ -43,8 +46,9 @@ class SuggestConfig:
         tta: test-time augmentations per slice (1..8): identity, left-right flip, up-down flip,
             rotation by 90, 180, 270 degrees, transpose, anti-transpose, in that order.
         weights: weight of each signal (threshold, tta, centers) in the combined uncertainty.
-        boundary_px: thin uncertain lines (object borders, narrower than 2 x this) are eroded
-            away before patches are scored; 0 keeps them.
+        boundary_px: thin uncertain lines (object borders, narrower than 2 x this + 1) are
+            eroded away before patches are scored; 0 (default: eroding ranked errors slightly
+            worse on the benchmark) keeps them.
         max_overlap: largest overlap (fraction of a patch) between two suggestions, and between a
             suggestion and a labelled patch.
         diversity: 0 = most uncertain first; 1 = spread out only (greedy k-center).
@@ -74,7 +78,7 @@ class SuggestConfig:
     image_stem: str | None = None
     tta: int = 4
     weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
-    boundary_px: int = 2
+    boundary_px: int = 0
     max_overlap: float = 0.25
     diversity: float = 0.5
     spatial_weight: float = 0.5

@@ -139,7 +139,7 @@ def foreground(probs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def image_uncertainty(engine: Engine2D, image: np.ndarray, *, tta: int = 4, boundary_px: int = 2,
+def image_uncertainty(engine: Engine2D, image: np.ndarray, *, tta: int = 4, boundary_px: int = 0,
                       center_radius: int | None = None, stop=None) -> ImageUncertainty | None:
     """The three signals of a uint8 (H, W) image (see the module docstring).
 
