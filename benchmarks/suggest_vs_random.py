@@ -56,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--iterations", type=int, default=40, help="finetuning iterations per run")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--layers", default="none", help="finetunable layers of the K-patch runs (default none)")
+    parser.add_argument("--weight-gamma", type=float, default=0.0,
+                        help="source weighting of the K-patch runs: 0 (default) gives the new patches and the "
+                             "base data half the samples each, whatever K; 0.7 is the model config's value")
     parser.add_argument("--tta", type=int, default=4)
     parser.add_argument("--plot", type=Path, help="write the IoU-vs-K plot (PNG) here")
     return parser.parse_args(argv)
@@ -165,13 +168,13 @@ def register_small_model(name: str) -> None:
 
 
 def run_finetune(model: str, train_dirs, new_name: str, out_dir: Path, *, iterations: int,
-                 batch_size: int, layers: str, seed: int, register: bool = False):
+                 batch_size: int, layers: str, seed: int, register: bool = False, weight_gamma: float | None = None):
     from empanada_desktop.backend.finetune.config import FinetuneConfig
 
     config = FinetuneConfig(model=model, train_dirs=train_dirs, new_name=new_name, out_dir=out_dir,
                             iterations=iterations, patch_size=PATCH, batch_size=batch_size, layers=layers,
                             device="cpu", seed=seed, register=register, checkpoint_every=0, validations=0,
-                            duplicate_patches=True)
+                            duplicate_patches=True, weight_gamma=weight_gamma)
     jobs = finetune_fn()(config)
     while True:
         try:
@@ -290,7 +293,7 @@ def finetune_runs(args, work: Path, state: State) -> None:
                 result = run_finetune(BASE_NAME, [work / "data" / "base_train", folder], f"ft_{strategy}_{k}_{seed}",
                                       work / "runs" / key,
                                       iterations=args.iterations, batch_size=args.batch_size, layers=args.layers,
-                                      seed=seed)
+                                      seed=seed, weight_gamma=args.weight_gamma)
                 metrics = evaluate_model(work, pth=result.exported_pth)
                 novel = float(np.mean([regions[b.index, b.row:b.row + PATCH, b.col:b.col + PATCH].mean() for b in boxes]))
                 state.put(key, {**metrics, "seconds": time.perf_counter() - started, "patches": len(boxes),
@@ -407,31 +410,58 @@ def report(args, state: State) -> None:
                 print(f"  {name:32s} {rho:6.3f}")
 
 
-def plot(args, state: State, path: Path) -> None:
+def plot(args, work: Path, state: State, path: Path) -> None:
+    """Left: IoU vs K for both strategies; right: a pool image, its uncertainty (the base model)
+    and the suggested and random patches that fell on it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     rows = summary(args, state)
-    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    fig, (ax, ax_image) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110, gridspec_kw={"width_ratios": [1.25, 1]})
     for strategy, colour in (("suggested", "tab:orange"), ("random", "tab:blue")):
         ks = [k for k in args.ks if f"{strategy}-{k}" in rows]
         mean = [rows[f"{strategy}-{k}"]["mean"] for k in ks]
         low = [rows[f"{strategy}-{k}"]["min"] for k in ks]
         high = [rows[f"{strategy}-{k}"]["max"] for k in ks]
-        ax.plot(ks, mean, "o-", color=colour, label=f"{strategy} (mean of {args.seeds} seeds)")
+        ax.plot(ks, mean, "o-", color=colour, label=f"{strategy} (mean; band: min-max of {args.seeds} seeds)")
         ax.fill_between(ks, low, high, color=colour, alpha=0.2)
     base = state.get("base")
     if base:
         ax.axhline(base["iou"], color="gray", linestyle="--", label="base model")
     ax.set_xscale("log", base=2)
     ax.set_xticks(args.ks, [str(k) for k in args.ks])
-    ax.set_xlabel("labelled patches K (128 px)")
-    ax.set_ylabel("foreground IoU, held-out scenes")
-    ax.set_title("Finetuning on suggested vs random patches")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(f"labelled patches K ({PATCH} px)")
+    ax.set_ylabel("foreground IoU on held-out scenes")
+    ax.set_title("Finetuning on suggested vs random patches", fontsize=10)
+    ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
+
+    from empanada_desktop.backend.inference.engine2d import Engine2D
+    from empanada_desktop.backend.loading import load_registered
+    from empanada_desktop.backend.suggest.config import DEFAULT_WEIGHTS
+    from empanada_desktop.backend.suggest.uncertainty import image_uncertainty
+    from empanada_desktop.core.patches import PatchBox
+
+    k = max(args.ks)
+    suggested = [PatchBox(**b) for b in (state.get(f"suggest-boxes-{k}") or {}).get("boxes", [])]
+    shown = max(range(args.pool), key=lambda i: sum(b.index == i for b in suggested)) if suggested else 0
+    model, model_config = load_registered(BASE_NAME, "cpu")
+    maps = image_uncertainty(Engine2D(model, model_config, None, "cpu"), load(work, "pool")[shown], tta=args.tta)
+    ax_image.imshow(load(work, "pool")[shown], cmap="gray")
+    heat = maps.combined(DEFAULT_WEIGHTS)
+    ax_image.imshow(np.ma.masked_less(heat, 0.02), cmap="inferno", alpha=0.55, vmin=0, vmax=max(0.2, float(heat.max())))
+    ax_image.contour(load(work, "pool_regions")[shown], [0.5], colors="cyan", linewidths=0.8)
+    for boxes, colour, style in ((suggested, "tab:orange", "-"), (random_boxes(args, k, 0), "tab:blue", "--")):
+        for box in boxes:
+            if box.index == shown:
+                ax_image.add_patch(Rectangle((box.col, box.row), box.size, box.size, fill=False, edgecolor=colour,
+                                             linestyle=style, linewidth=1.6))
+    ax_image.set_title(f"pool image {shown}: uncertainty (heat), novel region (cyan),\n"
+                       f"K={k} suggested (orange) and random seed 0 (blue, dashed) patches on it", fontsize=8)
+    ax_image.axis("off")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -452,7 +482,8 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     state = State(work)
     protocol = {name: getattr(args, name) for name in ("pool", "test", "base_images", "size", "novel_share",
-                                                         "base_iterations", "iterations", "batch_size", "layers", "tta")}
+                                                         "base_iterations", "iterations", "batch_size", "layers", "tta",
+                                                         "weight_gamma")}
     if state.get("protocol") not in (None, protocol):
         print(f"error: {work} holds results of other settings ({state.get('protocol')}); use another --work folder",
               file=sys.stderr)
@@ -466,7 +497,7 @@ def main(argv=None) -> int:
     state.put("last_run_seconds", time.perf_counter() - started)
     report(args, state)
     if args.plot:
-        plot(args, state, args.plot)
+        plot(args, work, state, args.plot)
     log(f"done in {time.perf_counter() - started:.0f} s (this invocation)")
     return 0
 
