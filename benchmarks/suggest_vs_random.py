@@ -420,7 +420,7 @@ def plot(args, work: Path, state: State, path: Path) -> None:
     from matplotlib.patches import Rectangle
 
     rows = summary(args, state)
-    fig, (ax, ax_image) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=110, gridspec_kw={"width_ratios": [1.25, 1]})
+    fig, (ax, ax_image) = plt.subplots(1, 2, figsize=(11, 4.4), dpi=80, gridspec_kw={"width_ratios": [1.25, 1]})
     for strategy, colour in (("suggested", "tab:orange"), ("random", "tab:blue")):
         ks = [k for k in args.ks if f"{strategy}-{k}" in rows]
         mean = [rows[f"{strategy}-{k}"]["mean"] for k in ks]
@@ -452,14 +452,15 @@ def plot(args, work: Path, state: State, path: Path) -> None:
     maps = image_uncertainty(Engine2D(model, model_config, None, "cpu"), load(work, "pool")[shown], tta=args.tta)
     ax_image.imshow(load(work, "pool")[shown], cmap="gray")
     heat = maps.combined(DEFAULT_WEIGHTS)
-    ax_image.imshow(np.ma.masked_less(heat, 0.02), cmap="inferno", alpha=0.55, vmin=0, vmax=max(0.2, float(heat.max())))
+    low, high = np.quantile(heat, [0.8, 0.995])
+    ax_image.imshow(np.ma.masked_less(heat, low), cmap="inferno", alpha=0.6, vmin=low, vmax=max(high, low + 1e-3))
     ax_image.contour(load(work, "pool_regions")[shown], [0.5], colors="cyan", linewidths=0.8)
     for boxes, colour, style in ((suggested, "tab:orange", "-"), (random_boxes(args, k, 0), "tab:blue", "--")):
         for box in boxes:
             if box.index == shown:
                 ax_image.add_patch(Rectangle((box.col, box.row), box.size, box.size, fill=False, edgecolor=colour,
                                              linestyle=style, linewidth=1.6))
-    ax_image.set_title(f"pool image {shown}: uncertainty (heat), novel region (cyan),\n"
+    ax_image.set_title(f"pool image {shown}: top 20% uncertainty (heat), novel region (cyan),\n"
                        f"K={k} suggested (orange) and random seed 0 (blue, dashed) patches on it", fontsize=8)
     ax_image.axis("off")
     fig.tight_layout()
