@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "empanada_desktop.cli.finetune",
     "empanada_desktop.cli.train",
     "empanada_desktop.cli.infer",
+    "empanada_desktop.cli.suggest",
 )
 
 EXIT_USER_ERROR = 2
