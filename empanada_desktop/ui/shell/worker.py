@@ -59,6 +59,9 @@ class JobFailed(UserError):
 # still gets every idle cycle.
 WORKER_NICENESS = 10
 
+# Longest the UI thread waits for a finished job's thread to end (it ends right after its last signal).
+_END_WAIT_MS = 10_000
+
 
 def _lower_this_thread_priority() -> None:
     """Lower the calling thread's scheduling priority (Linux, where niceness is per thread)."""
@@ -136,6 +139,9 @@ class _Runner(QObject):
                     generator.close()
                 except Exception:  # noqa: BLE001
                     log.exception("closing the job generator failed")
+            # The thread ends by itself once the job is over, so that Job.wait() from the UI
+            # thread returns without needing the UI thread to deliver the finished signal first.
+            QThread.currentThread().quit()
 
 
 class Job(QObject):
@@ -229,7 +235,8 @@ class Job(QObject):
         self._state = state
         if self._thread is not None:
             self._thread.quit()
-            self._thread.wait()
+            if not self._thread.wait(_END_WAIT_MS):
+                log.warning("the %s job's thread did not end within %d s", self.kind, _END_WAIT_MS // 1000)
         if _running.get(self.kind) is self:
             del _running[self.kind]
 

@@ -125,6 +125,19 @@ def test_cancel_is_honoured_within_one_step(qtbot):
     assert isinstance(events[-1], CheckpointSaved) and events[-1].kind == "stop"
 
 
+def test_wait_from_the_ui_thread_returns_once_the_job_ends(qtbot):
+    """Shutdown and test teardown cancel a job and wait for its thread without running the event
+    loop; the thread must end by itself, not only when the UI thread delivers its last signal."""
+    job = Job("wait-test", counting_job(10_000_000), min_interval=0.0)
+    job.start()
+    qtbot.waitUntil(lambda: job._thread.isRunning(), timeout=5000)
+    job.cancel()
+    assert job.wait(5000)  # no event loop runs meanwhile
+    with qtbot.waitSignal(job.done, timeout=5000):
+        pass
+    assert job.result == "cancelled" and not job.is_running
+
+
 def test_user_error_becomes_its_message(qtbot):
     def job_fn(stop):
         yield Progress(step=1, total=2)
