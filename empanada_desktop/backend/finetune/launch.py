@@ -29,7 +29,6 @@ from empanada_desktop.core.errors import UserError
 log = logging.getLogger(__name__)
 
 STOP_FILE_ENV = "EMPANADA_DESKTOP_STOP_FILE"
-LAUNCH_CONFIG = "launch.yaml"
 EXIT_STOPPED = 130
 
 
@@ -44,7 +43,7 @@ def write_launch_config(config: FinetuneConfig) -> tuple[FinetuneConfig, Path]:
     if config.out_dir is None:
         config = config.replace(out_dir=run_folder.new_run_dir(config))
     Path(config.out_dir).mkdir(parents=True, exist_ok=True)
-    path = Path(config.out_dir) / LAUNCH_CONFIG
+    path = Path(config.out_dir) / run_folder.LAUNCH_CONFIG
     write_text(path, yaml.safe_dump({getattr(config, "SECTION", "finetune"): config.to_dict()}, sort_keys=False))
     return config, path
 
@@ -56,12 +55,12 @@ def run_in_processes(config: FinetuneConfig, processes: int, stop: StopFn = neve
 
     config, config_file = write_launch_config(config)
     run_dir = Path(config.out_dir)
-    stop_file = run_dir / "STOP"
+    stop_file = run_dir / run_folder.STOP_FILE
     stop_file.unlink(missing_ok=True)
     command = torchrun_command(config_file, processes)
     log.info("starting %s", " ".join(command))
     yield Message(f"Training in {processes} processes: {' '.join(command[1:])}")
-    log_path = run_dir / "processes.log"
+    log_path = run_dir / run_folder.PROCESSES_LOG
     with open(log_path, "w", encoding="utf-8") as output:
         child = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
                                  env=dict(os.environ, **{STOP_FILE_ENV: str(stop_file)}))

@@ -36,6 +36,11 @@ CONFIG_FILE = "config.yaml"
 LOG_FILE = "finetune.log"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
+# Written by the launcher of several processes (finetune.launch) before the processes start.
+LAUNCH_CONFIG = "launch.yaml"
+PROCESSES_LOG = "processes.log"
+STOP_FILE = "STOP"
+LAUNCHER_FILES = (LAUNCH_CONFIG, PROCESSES_LOG, STOP_FILE)
 LAST = "last.pt"
 BEST = "best.pt"
 
@@ -98,7 +103,7 @@ def check_out_dir(run_dir: Path) -> None:
         )
     if not run_dir.is_dir():
         return
-    entries = sorted(p.name for p in run_dir.iterdir())
+    entries = sorted(p.name for p in run_dir.iterdir() if p.name not in LAUNCHER_FILES)
     if not entries or _is_run(run_dir):
         return
     shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
@@ -116,7 +121,7 @@ def _is_run(run_dir: Path) -> bool:
         return False
     if not (isinstance(document, dict) and isinstance(document.get("finetune"), dict)):
         return False
-    ours = {CONFIG_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR}
+    ours = {CONFIG_FILE, LOG_FILE, METRICS_FILE, CHECKPOINT_DIR, *LAUNCHER_FILES}
     return all(p.name in ours or p.name.startswith(".") for p in run_dir.iterdir())
 
 

@@ -18,6 +18,7 @@ from empanada_desktop.core.volumes.opening import (
     SUPPORTED,
     list_datasets,
     open_image,
+    open_volume,
     sniff,
     split_dataset,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "Spacing",
     "list_datasets",
     "open_image",
+    "open_volume",
     "sniff",
     "split_dataset",
 ]

@@ -137,6 +137,9 @@ class ResultsPage(QWizardPage):
         self.compare_task = None
         self.metrics_task = None
 
+    def nextId(self) -> int:
+        return -1  # the last page (Finish), although the new-model page has a higher id
+
     def initializePage(self) -> None:
         result = self.state.result
         self.gallery_title.setText(GALLERY_TITLE)

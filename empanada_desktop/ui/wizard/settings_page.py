@@ -28,6 +28,7 @@ from empanada_desktop.core.errors import ConfigError, UserError
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.worker import Job, JobBusyError, JobFailed, run_job, spawn
 from empanada_desktop.ui.wizard import advice
+from empanada_desktop.ui.wizard.settings_jobs import check_before_start, counts_job, estimate_job
 from empanada_desktop.ui.wizard.state import WizardState
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ class SettingsPage(QWizardPage):
             self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
             return False
         try:
-            preflight(self.state.config, self.counts)
+            check_before_start(self.state.config, self.counts)
         except UserError as error:  # a taken name or a full disk: the whole message, in the error box
             self.estimate_label.setText(f"<span style='color:#b00020'>{error}</span>")
             show_error(self, "Cannot start the run", str(error))
@@ -339,23 +340,13 @@ class SettingsPage(QWizardPage):
             self.estimate_label.setText("Measures two iterations on the chosen device.")
 
     # -- background work ---------------------------------------------------------------------
-    def _load_counts(self, model_name: str) -> None:
+    def _load_counts(self, model_name: str | dict) -> None:
         for label in self.count_labels.values():
             label.setText("counting ...")
 
         async def flow():
-            from empanada_desktop.backend.finetune.loop import trainable_counts
-
-            def job(stop):
-                if isinstance(model_name, dict):  # a new model's settings
-                    from empanada_desktop.backend.finetune.new_model import trainable_counts_new
-
-                    return trainable_counts_new(model_name)
-                return trainable_counts(model_name)
-                yield  # pragma: no cover - makes this a generator
-
             try:
-                counts = await run_job(Job(f"counts-{id(self)}", job))
+                counts = await run_job(Job(f"counts-{id(self)}", counts_job(model_name)))
             except (JobFailed, JobBusyError) as error:
                 for label in self.count_labels.values():
                     label.setText("")
@@ -377,15 +368,9 @@ class SettingsPage(QWizardPage):
             return None
 
         async def flow():
-            from empanada_desktop.backend.finetune.loop import estimate_seconds_per_step
-
-            def job(stop):
-                return estimate_seconds_per_step(config, steps=2)
-                yield  # pragma: no cover - makes this a generator
-
             self.estimate_button.setEnabled(False)
             self.estimate_label.setText("Measuring two iterations ...")
-            self.estimate_job = Job("estimate", job)
+            self.estimate_job = Job("estimate", estimate_job(config))
             try:
                 seconds = await run_job(self.estimate_job)
             except (JobFailed, JobBusyError) as error:
@@ -401,13 +386,3 @@ class SettingsPage(QWizardPage):
 
         self.estimate_task = spawn(flow())
         return self.estimate_task
-
-
-def preflight(config, counts: dict[str, int]) -> None:
-    """Before the run starts: the new name is free (the results page registers it) and the disks
-    have room for the checkpoints, the export and the registered copy; raises UserError."""
-    from empanada_desktop.backend.finetune.disk_space import check_space_from_counts
-    from empanada_desktop.backend.finetune.setup import check_new_name_free
-
-    check_new_name_free(config.new_name)
-    check_space_from_counts(config, counts, register=True)

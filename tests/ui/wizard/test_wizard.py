@@ -123,6 +123,8 @@ def test_whole_wizard_finetunes_compares_and_registers(wizard, qtbot, tiny, data
     with qtbot.waitSignal(wizard.openInInference, timeout=5000) as opened:
         results.open_button.click()
     assert opened.args == ["tiny_lab"]
+    finish = wizard.button(wizard.WizardButton.FinishButton)
+    assert results.isFinalPage() and finish.isVisible() and finish.isEnabled()
 
 
 def start_run(wizard, tiny, train, iterations):
