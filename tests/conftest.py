@@ -18,6 +18,31 @@ def app_home(tmp_path_factory, monkeypatch):
     return home
 
 
+_BLOCKING_DIALOGS = {
+    "QMessageBox": ("question", "information", "warning", "critical", "about"),
+    "QFileDialog": ("getOpenFileName", "getOpenFileNames", "getSaveFileName", "getExistingDirectory"),
+    "QInputDialog": ("getItem", "getText", "getInt", "getDouble"),
+}
+
+
+@pytest.fixture(autouse=True)
+def no_blocking_dialogs(monkeypatch):
+    """A modal dialog nobody answers would block a test forever, inside Qt, where no timeout can
+    reach it. Every blocking dialog fails the test at once instead, naming itself; a test that
+    expects one answers it by patching it (monkeypatch.setattr(QMessageBox, "question", ...))."""
+    from PySide6 import QtWidgets
+
+    for class_name, methods in _BLOCKING_DIALOGS.items():
+        cls = getattr(QtWidgets, class_name)
+        for method in methods:
+            def refuse(*args, _what=f"{class_name}.{method}", **kwargs):
+                texts = [a for a in args if isinstance(a, str)]
+                raise AssertionError(f"unexpected blocking dialog {_what}{texts!r}: the test would hang; "
+                                     "patch it in the test to answer it")
+
+            monkeypatch.setattr(cls, method, staticmethod(refuse))
+
+
 @pytest.fixture(scope="session")
 def pyqtgraph_options():
     """pyqtgraph's global options, which the app sets at start-up, for tests that build views
