@@ -8,9 +8,10 @@ safely.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 StopFn = Callable[[], bool]
 
@@ -74,3 +75,17 @@ class Health:
 
 
 Event = Progress | Validated | CheckpointSaved | Message | Health
+
+
+def run_to_end(job: Iterator[Event], on_event: Callable[[Event], None] | None = None) -> tuple[list[Event], Any]:
+    """Run a job generator headless: every event it yields (each also passed to ``on_event``) and
+    the value it returns."""
+    events = []
+    while True:
+        try:
+            event = next(job)
+        except StopIteration as finished:
+            return events, finished.value
+        events.append(event)
+        if on_event is not None:
+            on_event(event)

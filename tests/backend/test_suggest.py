@@ -16,6 +16,7 @@ from empanada_desktop.backend.suggest.uncertainty import TRANSFORMS, image_uncer
 from empanada_desktop.core.errors import ConfigError
 from empanada_desktop.core.patches import PatchBox, patch_name
 from empanada_desktop.core.suggest_ranking import overlap_fraction
+from empanada_desktop.backend.events import run_to_end as drain
 
 MEAN, STD = 0.57571, 0.12765
 
@@ -84,15 +85,6 @@ def half_unsure_image(size: int = 128) -> np.ndarray:
     yy, xx = np.mgrid[:size, : size - size // 2]
     image[:, size // 2 :] = np.where(((yy // 8) + (xx // 8)) % 2 == 0, 10, 245)
     return image
-
-
-def drain(generator):
-    events = []
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as finished:
-            return events, finished.value
 
 
 def test_transforms_are_undone_by_their_inverse():

@@ -13,17 +13,9 @@ from empanada_desktop.backend.finetune.checkpoints import load_checkpoint
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.loop import estimate_seconds_per_step, finetune, trainable_counts
 from empanada_desktop.core.errors import ConfigError, DatasetError
+from empanada_desktop.backend.events import run_to_end as drain
 
 from finetune_fixtures import write_training_set
-
-
-def drain(generator):
-    events = []
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as finished:
-            return events, finished.value
 
 
 def small_config(model, train_dir, **changes):

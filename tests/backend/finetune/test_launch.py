@@ -13,20 +13,9 @@ import pytest
 from empanada_desktop.backend.events import Progress, Validated
 from empanada_desktop.backend.finetune import launch
 from empanada_desktop.backend.finetune.train_config import TrainConfig
+from empanada_desktop.backend.events import run_to_end as drain
 
 from finetune_fixtures import write_training_set
-
-
-def drain(generator, on_event=None):
-    events = []
-    while True:
-        try:
-            event = next(generator)
-        except StopIteration as finished:
-            return events, finished.value
-        events.append(event)
-        if on_event:
-            on_event(event)
 
 
 @pytest.fixture

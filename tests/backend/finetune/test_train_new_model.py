@@ -17,17 +17,9 @@ from empanada_desktop.backend.finetune.train_config import (
 from empanada_desktop.cli import main
 from empanada_desktop.core.classes import ClassSpec, mask_problem, parse_classes
 from empanada_desktop.core.errors import ConfigError, DatasetError, ModelLoadError
+from empanada_desktop.backend.events import run_to_end as drain
 
 from finetune_fixtures import write_training_set
-
-
-def drain(generator):
-    events = []
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as finished:
-            return events, finished.value
 
 
 def step_losses(run_dir):

@@ -15,17 +15,9 @@ from empanada_desktop.backend.finetune import health
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.loop import finetune
 from empanada_desktop.core.errors import ConfigError
+from empanada_desktop.backend.events import run_to_end as drain
 
 from finetune_fixtures import write_training_set
-
-
-def drain(generator):
-    events = []
-    while True:
-        try:
-            events.append(next(generator))
-        except StopIteration as finished:
-            return events, finished.value
 
 
 @pytest.fixture
