@@ -57,7 +57,7 @@ class SuggestionOutlines:
             rect.setZValue(23 if chosen else 22)
             text = label_text(patch.rank, patch.score)
             label = pg.TextItem(text, color=(SELECTED if chosen else COLOUR), fill=pg.mkBrush(0, 0, 0, 170),
-                                anchor=(0, 1))
+                                anchor=(0, 0))  # inside the box: never cut off at the image's edge
             label.setPos(transform.map(QPointF(box.col, box.row)))
             label.setZValue(24)
             for item in (rect, label):

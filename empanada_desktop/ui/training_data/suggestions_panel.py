@@ -115,7 +115,10 @@ class SuggestionsBox(QGroupBox):
         self.opacity.setValue(int(self.heatmap.opacity * 100))
         self.opacity.setToolTip("Heatmap opacity")
         self.list = QListWidget()
-        self.list.setMinimumHeight(120)
+        self.list.setMinimumHeight(90)
+        self.list.setMaximumHeight(170)
+        self.scale_label = QLabel("")
+        self.scale_label.setToolTip("The heatmap's brightest colour: this uncertainty (0..1) or more")
         self.list.setToolTip("Select a suggestion to go to it; accept (A) or reject (R) it; . and , move between them")
         self.accept_action = self._action("Accept", "accept", "Add to the training set with the model's "
                                           "prediction as its mask", self.accept_current)
@@ -146,6 +149,7 @@ class SuggestionsBox(QGroupBox):
         heat_row = QHBoxLayout()
         heat_row.addWidget(self.heat_check)
         heat_row.addWidget(self.opacity, 1)
+        heat_row.addWidget(self.scale_label)
         decide = QHBoxLayout()
         for button in (accept_button, reject_button, self.accept_all_button):
             decide.addWidget(button)
@@ -191,6 +195,7 @@ class SuggestionsBox(QGroupBox):
         if not model.item(self.scope_combo.currentIndex()).isEnabled():
             self.scope_combo.setCurrentIndex(0)
         self.pending, self.rejected, self.result = [], [], None
+        self.scale_label.setText("")
         self._image_id = id(doc.image)
         self._fill_list()
         self._update_enabled()
@@ -275,6 +280,7 @@ class SuggestionsBox(QGroupBox):
         self.pending = list(result.patches)
         if result.uncertainty is not None:
             self.heatmap.set_map(result.uncertainty, result.plane, result.index, result.map_step)
+            self.scale_label.setText(f"max {self.heatmap.top:.2f}")
         self._fill_list()
         notes = " ".join(self._messages)
         self.info.setText(

@@ -104,7 +104,8 @@ class TrainingSet(QObject):
     def save(self, root: str | Path, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
         """Write the annotated patches to ``root`` (appending to a set already there).
 
-        Returns counts ``{"train": n, "val": m, "skipped": k}``; un-annotated patches are skipped.
+        Returns counts ``{"train": n, "val": m, "skipped": k}``, plus ``"suggestions"``: the CSV
+        listing accepted suggestions, when one was written; un-annotated patches are skipped.
         """
         from empanada_desktop.core.dataset import write_pair
 
@@ -128,8 +129,8 @@ class TrainingSet(QObject):
         self.changed.emit()
         self.unsaved = False
         log.info("saved %d patches to %s (%d to %s)", len(ready) - n_val, root, n_val, val_root)
-        return {"train": len(ready) - n_val, "val": n_val, "skipped": len(self.patches) - len(ready),
-                "suggestions": suggestions}
+        counts = {"train": len(ready) - n_val, "val": n_val, "skipped": len(self.patches) - len(ready)}
+        return counts | ({"suggestions": suggestions} if suggestions is not None else {})
 
     @staticmethod
     def _save_suggestion_list(root: Path, ready: list[Patch]) -> Path | None:
