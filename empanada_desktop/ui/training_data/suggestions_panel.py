@@ -13,6 +13,7 @@ lists the accepted suggestions' positions and scores in ``suggestions.csv``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,7 +277,7 @@ class SuggestionsBox(QGroupBox):
             self.info.setText("Another image was opened meanwhile; the suggestions were dropped.")
             return
         self.progress.setValue(1)
-        self.result = result
+        self.result = dataclasses.replace(result, signal_maps={})  # per-signal maps: not shown, up to 64 MB each
         self.pending = list(result.patches)
         if result.uncertainty is not None:
             self.heatmap.set_map(result.uncertainty, result.plane, result.index, result.map_step)
