@@ -120,7 +120,7 @@ class SuggestionsBox(QGroupBox):
         self.list.setMaximumHeight(170)
         self.scale_label = QLabel("")
         self.scale_label.setToolTip("The heatmap's brightest colour: this uncertainty (0..1) or more")
-        self.list.setToolTip("Select a suggestion to go to it; accept (A) or reject (R) it; . and , move between them")
+        self.list.setToolTip("Select a suggestion to go to it; accept (A) or reject (R) it; next / previous: the . / , keys")
         self.accept_action = self._action("Accept", "accept", "Add to the training set with the model's "
                                           "prediction as its mask", self.accept_current)
         self.reject_action = self._action("Reject", "reject", "Drop this suggestion", self.reject_current)
@@ -287,7 +287,7 @@ class SuggestionsBox(QGroupBox):
         self.info.setText(
             f"{len(self.pending)} suggestion(s) from {result.candidates} candidate patches on "
             f"{len(result.analysed)} slice(s) ({result.seconds:.0f} s). Accept (A) or reject (R) each; "
-            f". and , move between them; the heatmap shows {result.plane} slice {result.index}. {notes}".strip())
+            f"next / previous: the . / , keys; the heatmap shows {result.plane} slice {result.index}. {notes}".strip())
         self._update_enabled()
         if self.pending:
             self.select_row(0)
