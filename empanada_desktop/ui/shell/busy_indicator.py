@@ -17,6 +17,7 @@ JOB_WORDS = {
     "finetune": "finetuning",
     "inference2d": "segmenting the slice",
     "inference3d": "segmenting the volume",
+    "suggest": "suggesting patches",
     "compare": "comparing the models",
     "training-metrics": "scoring the models",
     "estimate": "measuring the speed",

@@ -9,6 +9,7 @@ from PySide6.QtGui import QAction
 
 from empanada_desktop.ui.models.inference_panel import InferencePanel
 from empanada_desktop.ui.models.model_manager import ModelManagerDialog
+from empanada_desktop.ui.training_data.suggestions_panel import ModelChoice
 from empanada_desktop.ui.wizard.wizard import FinetuneWizard
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ def add_model_features(main_window) -> None:
     main_window.inference_panel = panel
     main_window.add_panel("Inference", panel, "right")
     main_window.set_prediction_provider(panel.prediction_provider)
+    main_window.patch_picker.set_model_source(lambda: model_choice(panel))
     # The panel's own status line may be scrolled away on a small screen: repeat results below.
     panel.labelsWritten.connect(lambda: main_window.statusBar().showMessage(panel.status.text(), 20000))
 
@@ -62,6 +64,15 @@ def add_model_features(main_window) -> None:
     main_window.add_menu_action("&Models", manage)
     main_window.open_finetune_wizard = open_wizard
     main_window.open_model_manager = open_manager
+
+
+def model_choice(panel: InferencePanel) -> ModelChoice | None:
+    """The inference panel's model and settings, for "Suggest patches" (None: no model yet).
+    The panel's loaded copy of the model is reused; settings it refuses raise their UserError."""
+    name = panel.model_combo.currentData()
+    if name is None:
+        return None
+    return ModelChoice(name, panel.settings(), lambda device: panel.cache.get(name, device))
 
 
 def show_in_inference(main_window, name: str) -> None:

@@ -24,6 +24,7 @@ WHAT_IS_KEPT = {
     "inference3d": "the volume segmentation stops after the current slice; its partial result is "
                    "not kept and the labels on screen stay as they were",
     "inference2d": "the slice segmentation is stopped",
+    "suggest": "the patch suggestion is stopped; the suggestions not yet accepted are dropped",
     "compare": "the before/after comparison is stopped",
     "training-metrics": "the before/after scoring is stopped",
     "estimate": "the speed measurement is stopped",

@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGraphicsEllip
 
 from empanada_desktop.core import patches as geometry
 from empanada_desktop.ui.shell.screen_registry import register_screen
+from empanada_desktop.ui.training_data.suggestions_panel import ModelSource, SuggestionsBox
 from empanada_desktop.ui.training_data.training_set import Patch, TrainingSet
 from empanada_desktop.ui.viewer.document import Document
 from empanada_desktop.ui.viewer.viewer import Viewer
@@ -94,6 +95,8 @@ class PatchPicker(QWidget):
         for widget in (self.this_slice, self.any_plane, self.flipbook, self.prefill, self.click_button,
                        clear, self.pick_button, self.info):
             layout.addWidget(widget)
+        self.suggestions = SuggestionsBox(document, viewer, training_set, self.size_spin.value, self._stem)
+        layout.addWidget(self.suggestions)
         layout.addStretch(1)
         document.imageChanged.connect(self._image_changed)
         document.sliceChanged.connect(self.show_outlines)
@@ -108,6 +111,10 @@ class PatchPicker(QWidget):
         self.prediction_provider = provider
         self.prefill.setEnabled(provider is not None)
         self.prefill.setChecked(provider is not None and self.prefill.isChecked())
+
+    def set_model_source(self, source: ModelSource | None) -> None:
+        """``source()`` gives the model "Suggest patches" uses (``suggestions_panel.ModelChoice``)."""
+        self.suggestions.set_model_source(source)
 
     # -- clicking points (the viewer's mouse handler while on) -----------------------------
     def _clicking(self, on: bool) -> None:

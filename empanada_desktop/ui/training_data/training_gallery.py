@@ -239,6 +239,8 @@ class TrainingSetPanel(QWidget):
             text += f" and {counts['val']} to {Path(folder).name}_val"
         if counts["skipped"]:
             text += f"; {counts['skipped']} not yet annotated were left out"
+        if counts.get("suggestions"):
+            text += f"; the suggested patches' positions and scores are in {counts['suggestions'].name}"
         QMessageBox.information(self, "Training set saved", text + ".")
         return counts
 

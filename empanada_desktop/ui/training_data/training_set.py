@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from empanada_desktop.core.errors import DatasetError
+from empanada_desktop.core.patches import PatchBox
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,14 @@ class Patch:
     @property
     def annotated(self) -> bool:
         return self.done or bool(self.mask.any())
+
+    @property
+    def box(self) -> PatchBox | None:
+        """Where the patch was cut from (None for a patch read from a saved set)."""
+        o = self.origin
+        if "plane" not in o:
+            return None
+        return PatchBox(o["plane"], int(o["index"]), int(o["row"]), int(o["col"]), int(o["size"]))
 
 
 class TrainingSet(QObject):
@@ -95,7 +104,8 @@ class TrainingSet(QObject):
     def save(self, root: str | Path, *, val_fraction: float = 0.0, seed: int = 0) -> dict:
         """Write the annotated patches to ``root`` (appending to a set already there).
 
-        Returns counts ``{"train": n, "val": m, "skipped": k}``; un-annotated patches are skipped.
+        Returns counts ``{"train": n, "val": m, "skipped": k}``, plus ``"suggestions"``: the CSV
+        listing accepted suggestions, when one was written; un-annotated patches are skipped.
         """
         from empanada_desktop.core.dataset import write_pair
 
@@ -114,11 +124,30 @@ class TrainingSet(QObject):
             target = val_root if i in val_ids else root
             write_pair(target, patch.source, patch.name, np.ascontiguousarray(patch.image2d, np.uint8),
                        np.ascontiguousarray(patch.mask, np.int32))
+        suggestions = self._save_suggestion_list(root, ready)
         self.root = root
         self.changed.emit()
         self.unsaved = False
         log.info("saved %d patches to %s (%d to %s)", len(ready) - n_val, root, n_val, val_root)
-        return {"train": len(ready) - n_val, "val": n_val, "skipped": len(self.patches) - len(ready)}
+        counts = {"train": len(ready) - n_val, "val": n_val, "skipped": len(self.patches) - len(ready)}
+        return counts | ({"suggestions": suggestions} if suggestions is not None else {})
+
+    @staticmethod
+    def _save_suggestion_list(root: Path, ready: list[Patch]) -> Path | None:
+        """Accepted suggestions not yet listed in ``root``: their positions and scores go to
+        ``root/suggestions.csv`` (``-2``, ... when taken), as ``empanada-desktop suggest`` writes."""
+        from empanada_desktop.core.suggestions_file import free_csv_path, suggestion_row, write_suggestions_csv
+
+        new = [p for p in ready if "suggestion" in p.origin and p.origin.get("listed_in") != str(root)]
+        if not new:
+            return None
+        signals = sorted({name for p in new for name in p.origin["suggestion"].get("signals", {})})
+        rows = [suggestion_row(p.origin["suggestion"]["rank"], p.origin["suggestion"]["score"], p.source,
+                               f"{p.name}.tiff", p.box, p.origin["suggestion"].get("signals", {})) for p in new]
+        path = write_suggestions_csv(free_csv_path(root), rows, signals)
+        for patch in new:
+            patch.origin["listed_in"] = str(root)
+        return path
 
     def load(self, root: str | Path) -> list[str]:
         """Replace the patches by those of a saved set; returns notes about what was read."""
