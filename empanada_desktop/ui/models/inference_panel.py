@@ -288,7 +288,7 @@ class InferencePanel(QWidget):
     def export_labels(self, path: str | Path | None = None) -> Path | None:
         from empanada_desktop.core.imageio import write_tiff
 
-        if self.document.labels is None:
+        if not self.document.has_labels():
             show_error(self, "Nothing to export", "There are no labels yet: segment or paint first.")
             return None
         if path is None:
@@ -297,7 +297,7 @@ class InferencePanel(QWidget):
             if not path:
                 return None
         try:
-            write_tiff(Path(path), self.document.labels)
+            write_tiff(Path(path), np.asarray(self.document.labels_array()))
         except (UserError, OSError) as error:
             show_error(self, "Export failed", user_message(error, path))
             return None

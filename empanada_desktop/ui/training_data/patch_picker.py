@@ -213,7 +213,8 @@ class PatchPicker(QWidget):
                               else "Open an image first.")
             return []
         volume = doc.image if doc.image.ndim == 3 else doc.image[np.newaxis]
-        labels = doc.labels if doc.labels is None or doc.labels.ndim == 3 else doc.labels[np.newaxis]
+        labels = doc.labels_array()  # painted, or a segmentation shown lazily
+        labels = labels if labels is None or labels.ndim == 3 else labels[np.newaxis]
         levels = self.viewer.levels()
         use_flipbook = self.flipbook.isChecked() and self.flipbook.isEnabled()
         stem = self._stem()
