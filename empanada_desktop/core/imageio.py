@@ -60,23 +60,6 @@ def read_image(
     return _to_single_channel(path, array, axes, notes)
 
 
-def open_volume(path: str | os.PathLike[str], notes: list[str] | None = None):
-    """Open an image as a (Z, H, W) volume, memory-mapped where possible (2D gives Z = 1).
-
-    TIFF, PNG and JPEG give a numpy array; the other formats of ``core.volumes`` (Zarr, N5, HDF5
-    as ``file.h5:/dataset``, MRC, DM, TIFF folders) give a lazy ``ImageSource``.
-    """
-    if Path(path).suffix.lower() not in IMAGE_SUFFIXES or Path(path).is_dir():
-        from empanada_desktop.core.volumes import open_image
-
-        source = open_image(path)
-        if notes is not None:
-            notes.extend(source.notes)
-        return source[...][np.newaxis] if source.ndim == 2 else source
-    array = read_image(path, mmap=True, notes=notes)
-    return array[np.newaxis] if array.ndim == 2 else array
-
-
 def to_uint8(array: np.ndarray) -> tuple[np.ndarray, str | None]:
     """Convert an image to uint8 for annotation, training and empanada's 8-bit models.
 

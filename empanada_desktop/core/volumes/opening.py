@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from empanada_desktop.core.errors import ImageReadError
-from empanada_desktop.core.imageio import PILLOW_SUFFIXES, TIFF_SUFFIXES
+from empanada_desktop.core.imageio import IMAGE_SUFFIXES, PILLOW_SUFFIXES, TIFF_SUFFIXES, read_image
 from empanada_desktop.core.volumes.source import DatasetInfo, ImageSource
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".he5")
@@ -176,3 +178,18 @@ def list_datasets(path: str | os.PathLike[str]) -> list[DatasetInfo]:
         return list_hdf5(path)
     with open_image(path) as source:
         return [DatasetInfo("", source.shape, str(source.dtype))]
+
+
+def open_volume(path: str | os.PathLike[str], notes: list[str] | None = None):
+    """Open an image as a (Z, H, W) volume, memory-mapped where possible (2D gives Z = 1).
+
+    TIFF, PNG and JPEG give a numpy array; the other formats of ``core.volumes`` (Zarr, N5, HDF5
+    as ``file.h5:/dataset``, MRC, DM, TIFF folders) give a lazy ``ImageSource``.
+    """
+    if Path(path).suffix.lower() not in IMAGE_SUFFIXES or Path(path).is_dir():
+        source = open_image(path)
+        if notes is not None:
+            notes.extend(source.notes)
+        return source[...][np.newaxis] if source.ndim == 2 else source
+    array = read_image(path, mmap=True, notes=notes)
+    return array[np.newaxis] if array.ndim == 2 else array
