@@ -192,6 +192,7 @@ class InferencePanel(QWidget):
         self.run2d_button.setEnabled(has_image and has_model)
         self.volume.update_enabled(has_image and has_model)
         self.export_button.setEnabled(has_image)
+        self.volume.target.refresh_default()  # the default output names the model
 
     def settings(self):
         from empanada_desktop.backend.inference.config import InferenceConfig
