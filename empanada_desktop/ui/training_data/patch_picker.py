@@ -275,7 +275,9 @@ class PatchPicker(QWidget):
         path = self.document.path
         if path is None:
             return "image"
-        return path.name if path.is_dir() else Path(path.name).stem.replace(".ome", "")
+        if path.is_dir() and path.suffix.lower() not in (".zarr", ".n5"):
+            return path.name  # a 2D stack or a folder of TIFF slices
+        return Path(path.name).stem.replace(".ome", "")
 
     # -- outlines --------------------------------------------------------------------------
     def show_outlines(self) -> None:
