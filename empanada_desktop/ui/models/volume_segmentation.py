@@ -30,6 +30,7 @@ from empanada_desktop.ui.models.form_widgets import spin_box
 from empanada_desktop.ui.models.inference_jobs import blockwise_input, blockwise_job, segment3d_job
 from empanada_desktop.ui.models.volume_target import VolumeTarget
 from empanada_desktop.ui.shell.messages import show_error
+from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.shell.worker import Job, JobBusyError
 
 log = logging.getLogger(__name__)
@@ -239,3 +240,22 @@ def _open_labels(path: Path):
     from empanada_desktop.core.volumes import open_image
 
     return open_image(path)
+
+
+def _volume_screen():
+    """The 3D box running on a Dask cluster, part-way (example numbers)."""
+    from empanada_desktop.ui.viewer.viewer import demo_document
+
+    document = demo_document()
+    box = VolumeSegmentation(document, lambda: "MitoNet_v1", lambda: None, lambda text: None)
+    box.target.where.setCurrentIndex(box.target.where.findData("cluster"))
+    box.target.address.setText("tcp://10.0.0.5:8786")
+    box.target.output.setText("/shared/cell.zarr/labels/MitoNet_v1")
+    box.run_button.setEnabled(False)
+    box.cancel_button.setEnabled(True)
+    box._on_event(Progress(step=27, total=80, eta_seconds=754.0, message="segmented 27/40 blocks"),
+                  Path("/shared/cell.zarr/labels/MitoNet_v1"), -1)
+    return box, (380, 560)
+
+
+register_screen("volume_segmentation", _volume_screen)

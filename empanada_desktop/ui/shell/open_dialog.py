@@ -17,14 +17,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QListWidget, QListWidgetItem,
-                               QMessageBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDialog, QDialogButtonBox, QLabel, QMessageBox, QTreeWidget,
+                               QTreeWidgetItem, QVBoxLayout, QWidget)
 
 from empanada_desktop.core import opening
 from empanada_desktop.core.errors import UserError, user_message
 from empanada_desktop.core.volumes import DatasetInfo, list_datasets, open_image, split_dataset
 from empanada_desktop.core.volumes.opening import CONTAINER_SUFFIXES, HDF5_SUFFIXES
 from empanada_desktop.core.volumes.source import ImageSource
+from empanada_desktop.ui.shell.screen_registry import register_screen
 
 log = logging.getLogger(__name__)
 
@@ -59,22 +60,25 @@ class DatasetDialog(QDialog):
     def __init__(self, path: Path, datasets: list[DatasetInfo], parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Choose the image to open")
-        self.list = QListWidget()
+        self.list = QTreeWidget()
+        self.list.setRootIsDecorated(False)
+        self.list.setHeaderLabels(["Image", "Shape (z × y × x)", "Type", ""])
         for info in datasets:
-            shape = " x ".join(str(n) for n in info.shape)
-            text = f"{info.name or '/'}    {shape}    {info.dtype}" + ("    multiscale" if info.multiscale else "")
-            item = QListWidgetItem(text)
-            item.setData(256, info.name)  # 256 = Qt.UserRole
-            self.list.addItem(item)
+            shape = " × ".join(str(n) for n in info.shape)
+            item = QTreeWidgetItem([info.name or "/", shape, info.dtype,
+                                    "multiscale" if info.multiscale else ""])
+            item.setData(0, 256, info.name)  # 256 = Qt.UserRole
+            self.list.addTopLevelItem(item)
+        for column in range(4):
+            self.list.resizeColumnToContents(column)
         if datasets:
-            self.list.setCurrentRow(_likely_image(datasets))
+            self.list.setCurrentItem(self.list.topLevelItem(_likely_image(datasets)))
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Open | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
-        self.list.itemDoubleClicked.connect(lambda _item: self.accept())
+        self.list.itemDoubleClicked.connect(lambda *_: self.accept())
         layout = QVBoxLayout(self)
-        note = QLabel(f"{path.name} holds {len(datasets)} images. Choose the one to open "
-                      "(shape z x y x x, pixel type):")
+        note = QLabel(f"{path.name} holds {len(datasets)} images. Choose the one to open:")
         note.setWordWrap(True)
         layout.addWidget(note)
         layout.addWidget(self.list, 1)
@@ -83,7 +87,7 @@ class DatasetDialog(QDialog):
 
     def chosen(self) -> str | None:
         item = self.list.currentItem()
-        return item.data(256) if item is not None else None
+        return item.data(0, 256) if item is not None else None
 
 
 def _likely_image(datasets: list[DatasetInfo]) -> int:
@@ -171,3 +175,13 @@ def show_source(document, source: ImageSource, path: Path) -> None:
         source[source.shape[0] // 2]  # the slice shown first: a damaged file fails here, not on screen
     spacing = source.spacing if source.spacing.known else None
     document.set_image(image, path, dataset=source.dataset, spacing=spacing)
+
+
+def _dataset_dialog_screen():
+    datasets = [DatasetInfo("/volumes/raw", (1024, 4096, 4096), "uint8"),
+                DatasetInfo("/volumes/labels/mito", (1024, 4096, 4096), "uint64"),
+                DatasetInfo("/volumes/raw_s2", (256, 1024, 1024), "uint8")]
+    return DatasetDialog(Path("cell_fib-sem.h5"), datasets), (560, 320)
+
+
+register_screen("open_dataset_dialog", _dataset_dialog_screen)

@@ -162,7 +162,8 @@ def test_dataset_dialog_lists_shape_and_type(qtbot, tmp_path):
     dialog = DatasetDialog(tmp_path / "x.h5", [DatasetInfo("/mask", (8, 40, 48), "uint8"),
                                               DatasetInfo("/raw", (8, 400, 480), "uint16", True)])
     qtbot.addWidget(dialog)
-    assert dialog.list.item(1).text() == "/raw    8 x 400 x 480    uint16    multiscale"
+    row = dialog.list.topLevelItem(1)
+    assert [row.text(i) for i in range(4)] == ["/raw", "8 × 400 × 480", "uint16", "multiscale"]
     assert dialog.chosen() == "/raw"  # the largest image that is not labels is preselected
 
 
