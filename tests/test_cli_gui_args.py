@@ -26,6 +26,13 @@ def test_demo_and_existing_file_open_the_app(launched, tmp_path):
     assert launched == [["--demo"], [str(image)], []]
 
 
+def test_a_dataset_inside_a_container_opens_the_app(launched, tmp_path):
+    (tmp_path / "cell.h5").write_bytes(b"")
+    assert cli.main([f"{tmp_path / 'cell.h5'}:/raw"]) == 0
+    assert launched == [[f"{tmp_path / 'cell.h5'}:/raw"]]
+    assert cli.main([f"{tmp_path / 'other.h5'}:/raw"]) == cli.EXIT_USER_ERROR  # no such file
+
+
 @pytest.mark.parametrize(("word", "expected"), [
     ("finetun", "unknown command 'finetun'; did you mean 'finetune'?"),
     ("modles", "did you mean 'models'?"),

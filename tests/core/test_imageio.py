@@ -9,7 +9,7 @@ from PIL import Image
 
 from empanada_desktop.core.errors import ImageReadError
 from empanada_desktop.core.imageio import read_image, to_uint8, write_tiff
-from empanada_desktop.core.volumes import open_volume
+from empanada_desktop.core.volumes.opening import open_volume
 
 
 def _volume(shape=(4, 32, 48), dtype=np.uint8, seed=0):

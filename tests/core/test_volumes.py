@@ -357,7 +357,7 @@ def test_split_dataset_only_after_an_existing_container(tmp_path):
 def test_to_dask_and_open_volume(tmp_path):
     pytest.importorskip("dask")
     h5py = pytest.importorskip("h5py")
-    from empanada_desktop.core.volumes import open_volume
+    from empanada_desktop.core.volumes.opening import open_volume
 
     with h5py.File(tmp_path / "v.h5", "w") as f:
         f.create_dataset("raw", data=VOLUME, chunks=(2, 10, 12))

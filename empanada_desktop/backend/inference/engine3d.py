@@ -192,7 +192,7 @@ def segment_volume(
     """
     out_path = Path(out_path)
     if isinstance(volume, str | Path):
-        from empanada_desktop.core.volumes import open_volume
+        from empanada_desktop.core.volumes.opening import open_volume
 
         where = str(volume)
         volume = open_volume(volume)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from empanada_desktop.core.errors import ImageReadError
 import numpy as np
 
+from empanada_desktop.core.errors import ImageReadError
 from empanada_desktop.core.imageio import IMAGE_SUFFIXES, PILLOW_SUFFIXES, TIFF_SUFFIXES, read_image
 from empanada_desktop.core.volumes.source import DatasetInfo, ImageSource
 

@@ -252,6 +252,12 @@ class ImageSource:
         data = self[...]
         return data.astype(dtype) if dtype is not None else data
 
+    @property
+    def numpy_array(self) -> np.ndarray | None:
+        """The numpy array behind this source when it is one (in memory or memory-mapped, so
+        slicing it costs no decoding), else None (chunked formats: Zarr, N5, HDF5, ...)."""
+        return self._array if isinstance(self._array, np.ndarray) else None
+
     # -- metadata ----------------------------------------------------------------------------
 
     @property

@@ -64,6 +64,36 @@ def segment3d_job(model_name: str, volume, settings, out_path: Path):
     return job
 
 
+def blockwise_job(model_name: str, image, settings, out_path: Path, blocks):
+    """Worker job segmenting block-wise into OME-Zarr labels (``backend.inference.blockwise``):
+    returns ``(path, number of objects)``, or None when stopped (finished blocks are kept, and
+    the same job run again resumes)."""
+
+    def job(stop):
+        from empanada_desktop.backend.inference.blockwise import segment_blockwise
+        from empanada_desktop.core.volumes.zarr_io import read_attributes
+
+        path = yield from segment_blockwise(model_name, image, settings, out_path, stop, blocks=blocks)
+        if path is None:
+            return None
+        return path, int(read_attributes(path).get("empanada_desktop", {}).get("objects", 0))
+
+    return job
+
+
+def blockwise_input(image, path: Path | None, dataset: str | None, spacing):
+    """What block-wise workers read: a lazy source that pickles by reopening its file (never a
+    whole array sent to every worker), carrying the voxel size the user sees."""
+    from empanada_desktop.core.volumes import open_image
+
+    source = image
+    if isinstance(image, np.ndarray) and path is not None and path.is_file():
+        source = open_image(path, dataset)
+    if spacing is not None and hasattr(source, "with_spacing") and spacing != source.spacing:
+        source = source.with_spacing(spacing.voxel_size, spacing.unit)
+    return source
+
+
 def count_objects(path: Path) -> int:
     """Distinct non-zero labels in a label TIFF, read slice by slice (it may be larger than RAM)."""
     from empanada_desktop.core.imageio import read_image

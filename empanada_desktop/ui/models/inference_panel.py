@@ -192,6 +192,7 @@ class InferencePanel(QWidget):
         self.run2d_button.setEnabled(has_image and has_model)
         self.volume.update_enabled(has_image and has_model)
         self.export_button.setEnabled(has_image)
+        self.volume.target.refresh_default()  # the default output names the model
 
     def settings(self):
         from empanada_desktop.backend.inference.config import InferenceConfig
@@ -288,7 +289,7 @@ class InferencePanel(QWidget):
     def export_labels(self, path: str | Path | None = None) -> Path | None:
         from empanada_desktop.core.imageio import write_tiff
 
-        if self.document.labels is None:
+        if not self.document.has_labels():
             show_error(self, "Nothing to export", "There are no labels yet: segment or paint first.")
             return None
         if path is None:
@@ -297,7 +298,7 @@ class InferencePanel(QWidget):
             if not path:
                 return None
         try:
-            write_tiff(Path(path), self.document.labels)
+            write_tiff(Path(path), np.asarray(self.document.labels_array()))
         except (UserError, OSError) as error:
             show_error(self, "Export failed", user_message(error, path))
             return None

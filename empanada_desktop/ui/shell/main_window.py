@@ -21,6 +21,7 @@ from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.busy_indicator import BusyIndicator
 from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
 from empanada_desktop.ui.shell.models_menu import add_model_features
+from empanada_desktop.ui.shell.open_dialog import OPEN_FILTER, open_into_document
 from empanada_desktop.ui.shell.quit_guard import confirm_and_stop_jobs
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.shell.settings import app_settings
@@ -35,6 +36,7 @@ from empanada_desktop.ui.viewer.contrast import ContrastControls
 from empanada_desktop.ui.viewer.document import Document
 from empanada_desktop.ui.viewer.labels_layer import LabelsControls
 from empanada_desktop.ui.viewer.viewer import Viewer
+from empanada_desktop.ui.viewer.voxel_size import VoxelSizeButton
 
 log = logging.getLogger(__name__)
 MAX_RECENT = 10
@@ -44,7 +46,7 @@ AREAS = {
     "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
     "top": Qt.DockWidgetArea.TopDockWidgetArea,
 }
-IMAGE_FILTER = "Images (*.tif *.tiff *.png *.jpg *.jpeg);;All files (*)"
+IMAGE_FILTER = "Images (*.tif *.tiff *.png *.jpg *.jpeg);;All files (*)"  # labels
 
 
 class MainWindow(QMainWindow):
@@ -81,9 +83,10 @@ class MainWindow(QMainWindow):
 
         self.viewer.readoutChanged.connect(lambda text: self.statusBar().showMessage(text))
         self.document.imageChanged.connect(self._update_title)
-        self.document.imageChanged.connect(self._restore_z_scale)
-        self.viewer.z_scale_spin.valueChanged.connect(self._remember_z_scale)
+        self.document.readFailed.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.statusBar().showMessage("Open an image (Ctrl+O), a folder of 2D images, or the demo.")
+        self.voxel_size = VoxelSizeButton(self.document, self.viewer, self.settings, self)
+        self.statusBar().addPermanentWidget(self.voxel_size)
         self.busy = BusyIndicator(self)
         self.statusBar().addPermanentWidget(self.busy)
         self._restore_geometry()
@@ -182,12 +185,16 @@ class MainWindow(QMainWindow):
         menu = self._menu("&File")
         self.open_action = self._action("&Open image...", self.choose_image, QKeySequence.StandardKey.Open)
         self.open_folder_action = self._action("Open folder as 2D stack...", self.choose_folder)
+        self.open_volume_folder_action = self._action(
+            "Open folder as &volume...", lambda: self.choose_folder("volume"),
+            tip="Open a .zarr / .n5 folder or a folder of TIFF slices as one volume")
         self.open_labels_action = self._action("Open &labels...", self.choose_labels, "Ctrl+L")
         self.save_labels_action = self._action("&Save labels as...", self.choose_save_labels, "Ctrl+S")
         self.demo_action = self._action("Open &demo", self.open_demo, tip="Open the demo EM volume")
         self.recent_menu = QMenu("Open &recent", self)
         quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        for item in (self.open_action, self.open_folder_action, self.recent_menu, self.demo_action,
+        for item in (self.open_action, self.open_volume_folder_action, self.open_folder_action,
+                     self.recent_menu, self.demo_action,
                      None, self.open_labels_action, self.save_labels_action, None, quit_action):
             if item is None:
                 menu.addSeparator()
@@ -220,14 +227,15 @@ class MainWindow(QMainWindow):
 
     # -- opening ---------------------------------------------------------------------------
     def choose_image(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir(), IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open image", self._last_dir(), OPEN_FILTER)
         if path:
             self.open_path(path)
 
-    def choose_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Open folder of 2D images", self._last_dir())
+    def choose_folder(self, kind: str = "stack") -> None:
+        title = "Open folder as volume" if kind == "volume" else "Open folder of 2D images"
+        path = QFileDialog.getExistingDirectory(self, title, self._last_dir())
         if path:
-            self.open_path(path)
+            self.open_path(path, folder_as=kind)
 
     def choose_labels(self) -> None:
         if self.document.image is None:
@@ -238,7 +246,7 @@ class MainWindow(QMainWindow):
             self.open_labels(path)
 
     def choose_save_labels(self) -> None:
-        if self.document.labels is None:
+        if not self.document.has_labels():
             show_error(self, "Cannot do that",
                        "There are no labels to save yet; paint or open some first.")
             return
@@ -247,23 +255,15 @@ class MainWindow(QMainWindow):
         if path:
             self.save_labels(path)
 
-    def open_path(self, path: str | Path) -> bool:
-        """Open an image file, or a folder as a 2D stack; problems show a message box."""
-        path = Path(path)
-        try:
-            if path.is_dir():
-                stack, names, shapes = opening.read_folder_stack(path)
-                self.document.set_image(stack, path, is_stack=True, stack_names=names,
-                                        stack_shapes=shapes)
-            elif not path.exists():
-                raise UserError(f"{path} does not exist; choose another file.")
-            else:
-                self.document.set_image(opening.read_any(path), path)
-        except UserError as error:
-            show_error(self, "Cannot open image", str(error))
-            return False
-        self._add_recent(path)
-        return True
+    def open_path(self, path: str | Path, *, dataset: str | None = None, folder_as: str | None = None,
+                  **answers) -> bool:
+        """Open any image or volume (``file.h5:/raw`` too), or a folder as a volume or 2D stack
+        (``open_dialog``); problems show a message box."""
+        opened = open_into_document(self.document, path, lambda title, text: show_error(self, title, text),
+                                    parent=self, dataset=dataset, folder_as=folder_as, **answers)
+        if opened is not None:
+            self._add_recent(Path(opened), self.document.path)
+        return opened is not None
 
     def open_labels(self, path: str | Path) -> bool:
         try:
@@ -277,7 +277,7 @@ class MainWindow(QMainWindow):
         from empanada_desktop.core.imageio import write_tiff
 
         try:
-            write_tiff(path, self.document.labels)
+            write_tiff(path, self.document.labels_array())
         except (UserError, OSError) as error:
             show_error(self, "Cannot save labels", user_message(error, path))
             return False
@@ -293,9 +293,9 @@ class MainWindow(QMainWindow):
     def _last_dir(self) -> str:
         return str(self.settings.value("last_dir", str(Path.home())))
 
-    def _add_recent(self, path: Path) -> None:
+    def _add_recent(self, path: Path, file: Path | None = None) -> None:
         path = path.resolve()
-        self.settings.setValue("last_dir", str(path.parent))
+        self.settings.setValue("last_dir", str((file or path).resolve().parent))
         recent = [p for p in self.recent_files() if p != str(path)]
         self.settings.setValue("recent_files", [str(path), *recent][:MAX_RECENT])
         self._rebuild_recent()
@@ -310,24 +310,6 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(path)
             action.triggered.connect(lambda _=False, p=path: self.open_path(p))
         self.recent_menu.setEnabled(bool(self.recent_files()))
-
-    def _restore_z_scale(self) -> None:
-        """Slice thickness for xz / yz: entered once per image, else from the file's voxel size."""
-        from empanada_desktop.core.voxel_size import read_voxel_size, z_scale
-
-        path = self.document.path
-        if path is None or not self.document.is_3d:
-            return
-        saved = self.settings.value(f"z_scale/{path.resolve().as_posix()}")
-        scale = float(saved) if saved else z_scale(read_voxel_size(path))
-        self._restoring_z = True
-        self.viewer.set_z_scale(scale)
-        self._restoring_z = False
-
-    def _remember_z_scale(self, value: float) -> None:
-        path = self.document.path
-        if path is not None and self.document.is_3d and not getattr(self, "_restoring_z", False):
-            self.settings.setValue(f"z_scale/{path.resolve().as_posix()}", float(value))
 
     def _update_title(self) -> None:
         self.setWindowTitle(f"{self.document.display_name} - empanada-desktop")

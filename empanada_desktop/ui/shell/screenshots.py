@@ -15,6 +15,7 @@ from pathlib import Path
 
 import empanada_desktop.ui.shell.main_window  # noqa: F401 - registers the window and its panels
 import empanada_desktop.ui.training_data.suggest_screen  # noqa: F401 - registers "suggest_patches"
+import empanada_desktop.ui.shell.volume_screens  # noqa: F401 - the window on an OME-Zarr volume
 import empanada_desktop.ui.wizard.screens  # noqa: F401 - registers the wizard's pages
 from empanada_desktop.ui.shell.screen_registry import registered_screens, screen_factory
 

@@ -220,7 +220,8 @@ class PatchPicker(QWidget):
                               else "Open an image first.")
             return []
         volume = doc.image if doc.image.ndim == 3 else doc.image[np.newaxis]
-        labels = doc.labels if doc.labels is None or doc.labels.ndim == 3 else doc.labels[np.newaxis]
+        labels = doc.labels_array()  # painted, or a segmentation shown lazily
+        labels = labels if labels is None or labels.ndim == 3 else labels[np.newaxis]
         levels = self.viewer.levels()
         use_flipbook = self.flipbook.isChecked() and self.flipbook.isEnabled()
         stem = self._stem()
@@ -281,7 +282,9 @@ class PatchPicker(QWidget):
         path = self.document.path
         if path is None:
             return "image"
-        return path.name if path.is_dir() else Path(path.name).stem.replace(".ome", "")
+        if path.is_dir() and path.suffix.lower() not in (".zarr", ".n5"):
+            return path.name  # a 2D stack or a folder of TIFF slices
+        return Path(path.name).stem.replace(".ome", "")
 
     # -- outlines --------------------------------------------------------------------------
     def show_outlines(self) -> None:

@@ -91,7 +91,11 @@ class AnnotationController(QObject):
         if not self.document.can_paint():
             self.message.emit("Only the middle slice of a flipbook is annotated; go back to it to paint.")
             return False
-        view = self.document.labels_view()
+        try:
+            view = self.document.labels_view()
+        except UserError as error:  # labels too large to paint in memory
+            self.message.emit(str(error))
+            return False
         r, c = int(np.floor(pos[0])), int(np.floor(pos[1]))
         inside = 0 <= r < view.shape[0] and 0 <= c < view.shape[1]
         if self.tool in ("brush", "eraser"):

@@ -1,9 +1,12 @@
 """What is open in the window: an image (2D or 3D, possibly memory-mapped) and its labels.
 
 The document is the one model the viewer, the annotation tools and the patch picker mirror. Only
-the slice on screen is ever read from the image, so a volume larger than RAM stays on disk.
+the slice on screen is ever read from the image, so a volume larger than RAM stays on disk: the
+image is a numpy array (possibly memory-mapped) or a lazy ``core.volumes.ImageSource`` (Zarr, N5,
+HDF5, ...), which reads only the chunks a slice touches.
 Labels are an int32 array of the image's shape, created on the first edit with ``np.zeros``
-(the operating system only backs the pages that are written).
+(the operating system only backs the pages that are written). Labels still being written by a
+job (an OME-Zarr) are shown lazily (``lazy_labels``) and read into memory on the first edit.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from empanada_desktop.core.errors import ImageReadError
+from empanada_desktop.core.errors import ImageReadError, UserError
+from empanada_desktop.core.volumes.source import Spacing
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +44,8 @@ class Document(QObject):
     labelsChanged = Signal()  # labels replaced or edited in bulk
     sliceChanged = Signal()  # plane or index changed
     labelsEdited = Signal(object)  # a 3D (z0, z1, y0, y1, x0, x1) box of the volume changed
+    spacingChanged = Signal()  # voxel size or unit read from the file or corrected
+    readFailed = Signal(str)  # a slice of a lazy image could not be read (shown as zeros)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -54,12 +60,21 @@ class Document(QObject):
         self.stack_shapes: list[tuple[int, int]] | None = None  # each stacked image's own size
         self.annotated_index: int | None = None
         self.edited_chunks: set[tuple[int, int, int]] = set()
+        self.dataset: str | None = None  # the image inside a container file (HDF5, Zarr, N5)
+        self.spacing: Spacing | None = None  # voxel size (z, y, x) and unit; None: unknown
+        self.lazy_labels = None  # read-only labels array-like shown while ``labels`` is None
 
     # -- image -------------------------------------------------------------------------------
     def set_image(self, image: np.ndarray, path: str | Path | None = None, *, is_stack: bool = False,
                   stack_names: list[str] | None = None,
-                  stack_shapes: list[tuple[int, int]] | None = None) -> None:
-        """Show a new image; drops the labels (the caller saves them first if wanted)."""
+                  stack_shapes: list[tuple[int, int]] | None = None, dataset: str | None = None,
+                  spacing: Spacing | None = None) -> None:
+        """Show a new image; drops the labels (the caller saves them first if wanted).
+
+        ``image`` is a numpy array or a lazy array-like (``ImageSource``) read slice by slice.
+        """
+        if not isinstance(image, np.ndarray) and image.ndim == 2:
+            image = np.asarray(image[...])  # one slice: the viewer reads all of it anyway
         if image.ndim not in (2, 3) or 0 in image.shape:
             raise ImageReadError(
                 f"{path or 'The image'} has shape {image.shape}; open a 2D image or a 3D stack "
@@ -68,7 +83,10 @@ class Document(QObject):
         self.image = image
         self.path = Path(path) if path is not None else None
         self.labels = None
+        self.lazy_labels = None
         self.labels_path = None
+        self.dataset = dataset
+        self.spacing = spacing
         self.is_stack = is_stack
         self.stack_names = list(stack_names or [])
         self.stack_shapes = [tuple(s) for s in stack_shapes] if stack_shapes else None
@@ -77,8 +95,14 @@ class Document(QObject):
         self.annotated_index = None
         self.edited_chunks = set()
         self.imageChanged.emit()
+        self.spacingChanged.emit()
         self.labelsChanged.emit()
         self.sliceChanged.emit()
+
+    def set_spacing(self, spacing: Spacing | None) -> None:
+        """Replace the voxel size (the file's was wrong or missing)."""
+        self.spacing = spacing
+        self.spacingChanged.emit()
 
     @property
     def is_3d(self) -> bool:
@@ -126,10 +150,18 @@ class Document(QObject):
         """The 2D image on screen (reads only this slice of a memory-mapped volume)."""
         if self.image is None:
             raise ValueError("no image is open")
-        return np.asarray(self._view3d(self.image)[self._slicer()])
+        return self.slice_at(self.plane, self.index)
 
     def slice_at(self, plane: str, index: int) -> np.ndarray:
-        return np.asarray(self._view3d(self.image)[self._slicer(plane, index)])
+        if isinstance(self.image, np.ndarray):
+            return np.asarray(self._view3d(self.image)[self._slicer(plane, index)])
+        try:
+            return np.asarray(self.image[self._slicer(plane, index)])
+        except Exception as error:  # noqa: BLE001 - a damaged chunk must not end the app
+            log.warning("cannot read %s slice %d of %s: %s", plane, index, self.path, error)
+            self.readFailed.emit(f"Cannot read {plane} slice {index} of {self.path}: {error}")
+            z, h, w = self.shape3d
+            return np.zeros({"xy": (h, w), "xz": (z, w), "yz": (z, h)}[plane], self.image.dtype)
 
     # -- labels ------------------------------------------------------------------------------
     def set_labels(self, labels: np.ndarray | None, path: str | Path | None = None, *,
@@ -138,6 +170,25 @@ class Document(QObject):
 
         With ``copy=False`` an int32 array is used as is, so edits show up in it (patch views).
         """
+        if labels is not None and not isinstance(labels, np.ndarray):
+            self._check_labels(labels, path)
+            self.labels = None
+            self.lazy_labels = labels  # shown lazily; read into memory on the first edit
+            self.labels_path = Path(path) if path is not None else None
+            self.edited_chunks = set()
+            self.labelsChanged.emit()
+            return
+        if labels is not None:
+            self._check_labels(labels, path)
+            if copy or labels.dtype != np.int32:
+                labels = np.array(labels, dtype=np.int32)  # writable, never the memory map
+        self.lazy_labels = None
+        self.labels = labels
+        self.labels_path = Path(path) if path is not None else None
+        self.edited_chunks = set()
+        self.labelsChanged.emit()
+
+    def _check_labels(self, labels, path) -> None:
         if labels is not None:
             if self.image is None:
                 raise ImageReadError("Open an image before opening labels onto it.")
@@ -151,25 +202,67 @@ class Document(QObject):
                     f"The labels {path or ''} are of type {labels.dtype}; labels must be whole "
                     "numbers (0 = background, 1..N = objects)."
                 )
-            if copy or labels.dtype != np.int32:
-                labels = np.array(labels, dtype=np.int32)  # writable, never the memory map
-        self.labels = labels
-        self.labels_path = Path(path) if path is not None else None
-        self.edited_chunks = set()
-        self.labelsChanged.emit()
+
+    def has_labels(self) -> bool:
+        return self.labels is not None or self.lazy_labels is not None
+
+    def labels_array(self):
+        """The labels to save or export: the painted array, or the lazy labels (None if none)."""
+        return self.labels if self.labels is not None else self.lazy_labels
+
+    def refresh_lazy_labels(self) -> None:
+        """Show what a job wrote into the lazy labels since the last look."""
+        if self.lazy_labels is not None and self.labels is None:
+            self.labelsChanged.emit()
 
     def ensure_labels(self) -> np.ndarray:
         """The labels array, created empty (zeros, lazily backed by the OS) if needed."""
         if self.labels is None:
             if self.image is None:
                 raise ValueError("no image is open")
-            self.labels = np.zeros(self.image.shape, dtype=np.int32)
+            self.labels = self._new_labels()
+            self.lazy_labels = None
             self.labelsChanged.emit()
         return self.labels
 
+    def _new_labels(self) -> np.ndarray:
+        """Writable labels, from the lazy labels when there are some (read in slabs)."""
+        shape = tuple(self.image.shape)
+        size = int(np.prod(shape)) * 4
+        try:
+            if self.lazy_labels is not None:
+                import psutil
+
+                if size > psutil.virtual_memory().available // 2:
+                    raise MemoryError
+            labels = np.zeros(shape, dtype=np.int32)
+            if self.lazy_labels is not None:
+                step = max(1, 64_000_000 // max(1, int(np.prod(shape[1:]))))
+                for z in range(0, shape[0] if len(shape) == 3 else 1, step):
+                    if len(shape) == 3:
+                        labels[z:z + step] = np.asarray(self.lazy_labels[z:z + step])
+                    else:
+                        labels[...] = np.asarray(self.lazy_labels[...])
+        except MemoryError:
+            raise UserError(
+                f"The labels of this image ({size / 1e9:.1f} GB) do not fit in memory for painting; "
+                "pick patches (Patches panel) and paint them in the Training set panel instead."
+            ) from None
+        return labels
+
     def current_labels(self) -> np.ndarray | None:
-        """The labels of the slice on screen (a writable view), or None if there are none."""
+        """The labels of the slice on screen (a writable view), or None if there are none.
+
+        Lazy labels give a read-only copy of the slice (None while it cannot be read)."""
         if self.labels is None:
+            if self.lazy_labels is not None:
+                try:
+                    lazy = self.lazy_labels
+                    if lazy.ndim == 2:
+                        return np.asarray(lazy[...], dtype=np.int32)
+                    return np.asarray(lazy[self._slicer()], dtype=np.int32)
+                except Exception as error:  # noqa: BLE001 - a chunk being written; next refresh
+                    log.debug("lazy labels not readable yet: %s", error)
             return None
         return self._view3d(self.labels)[self._slicer()]
 

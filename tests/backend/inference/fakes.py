@@ -22,23 +22,25 @@ class BlobModel(nn.Module):
     def __init__(self, num_classes: int = 1):
         super().__init__()
         self.num_classes = num_classes
+        self.mean = MEAN  # attributes, not globals, so that torch.jit.script takes the model
+        self.std = STD
         self.scale = nn.Parameter(torch.ones(()))  # so that .to(device) and .eval() mean something
 
     def forward(self, x: torch.Tensor, render_steps: int = 2, interpolate_ins: bool = True):
-        intensity = (x * STD + MEAN) * self.scale
+        intensity = (x * self.std + self.mean) * self.scale
         fg = 20.0 * (intensity - 0.75)
         if self.num_classes == 1:
             sem = fg
         else:  # class 1 for mid intensities, class 2 for the brightest pixels
             sem = torch.cat([-fg, fg - 20.0 * (intensity - 0.9).clamp(min=0) * 4, 30.0 * (intensity - 0.9)], 1)
-        scale = 2 ** (render_steps - 2)
-        if scale != 1:
+        scale = 2.0 ** (render_steps - 2)
+        if scale != 1.0:
             sem = F.interpolate(sem, scale_factor=scale, mode="nearest")
         ctr = F.avg_pool2d((intensity - 0.6).clamp(min=0), 4)
-        offsets = torch.zeros((x.shape[0], 2) + ctr.shape[-2:], dtype=x.dtype, device=x.device)
+        offsets = torch.zeros_like(ctr).repeat(1, 2, 1, 1)
         if interpolate_ins:
-            ctr = F.interpolate(ctr, scale_factor=4, mode="bilinear", align_corners=True)
-            offsets = F.interpolate(offsets, scale_factor=4, mode="bilinear", align_corners=True)
+            ctr = F.interpolate(ctr, scale_factor=4.0, mode="bilinear", align_corners=True)
+            offsets = F.interpolate(offsets, scale_factor=4.0, mode="bilinear", align_corners=True)
         return {"sem_logits": sem, "ctr_hmp": ctr, "offsets": offsets}
 
 
