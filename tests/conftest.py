@@ -19,9 +19,11 @@ def app_home(tmp_path_factory, monkeypatch):
 
 
 _BLOCKING_DIALOGS = {
-    "QMessageBox": ("question", "information", "warning", "critical", "about"),
-    "QFileDialog": ("getOpenFileName", "getOpenFileNames", "getSaveFileName", "getExistingDirectory"),
-    "QInputDialog": ("getItem", "getText", "getInt", "getDouble"),
+    "QMessageBox": ("question", "information", "warning", "critical", "about", "exec"),
+    "QFileDialog": ("getOpenFileName", "getOpenFileNames", "getSaveFileName", "getExistingDirectory",
+                    "exec"),
+    "QInputDialog": ("getItem", "getText", "getInt", "getDouble", "exec"),
+    "QDialog": ("exec",),
 }
 
 
@@ -41,6 +43,24 @@ def no_blocking_dialogs(monkeypatch):
                                      "patch it in the test to answer it")
 
             monkeypatch.setattr(cls, method, staticmethod(refuse))
+
+
+@pytest.fixture(scope="session")
+def _ui_thread_collector(qapp):
+    from empanada_desktop.ui.shell import ui_thread_gc
+
+    collector = ui_thread_gc.install(qapp)
+    yield collector
+    collector.stop()
+
+
+@pytest.fixture(autouse=True)
+def gc_on_the_ui_thread(_ui_thread_collector):
+    """As in the app: reference cycles are collected on the UI thread only (a worker thread's
+    collection freeing Qt widgets deadlocked the suite); after each test too, since many tests
+    never run the event loop."""
+    yield _ui_thread_collector
+    _ui_thread_collector.collect_due()
 
 
 @pytest.fixture(scope="session")

@@ -74,6 +74,7 @@ def run_app(files: list[str]) -> int:
     from PySide6.QtGui import QGuiApplication
     from PySide6.QtWidgets import QApplication
 
+    from empanada_desktop.ui.shell import ui_thread_gc
     from empanada_desktop.ui.shell.settings import app_settings
     from empanada_desktop.ui.shell.theme import apply_theme, configure_pyqtgraph
 
@@ -87,6 +88,7 @@ def run_app(files: list[str]) -> int:
     app.setOrganizationName("empanada-desktop")
     configure_pyqtgraph()
     apply_theme(str(app_settings().value("theme", "light")), app)
+    ui_thread_gc.install(app)  # cycles are collected on this thread, never in a worker's
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     closed = asyncio.Event()

@@ -34,9 +34,11 @@ def render_all(out_dir: str | Path, names: list[str] | None = None,
     """
     from PySide6.QtWidgets import QApplication
 
+    from empanada_desktop.ui.shell import ui_thread_gc
     from empanada_desktop.ui.shell.theme import apply_theme, configure_pyqtgraph
 
     app = QApplication.instance() or QApplication([])
+    ui_thread_gc.install(app)
     configure_pyqtgraph()
     apply_theme("light", app)
     # Screens open windows that keep settings and autosaves: keep them away from the user's.

@@ -155,6 +155,21 @@ def test_several_datasets_ask_which_one(window, tmp_path, messages):
     assert window.document.image.dtype == np.uint32
 
 
+def test_an_ome_zarr_image_with_labels_opens_without_asking(window, tmp_path, messages):
+    from empanada_desktop.core.volumes.zarr_io import write_labels
+
+    path = tmp_path / "cell.ome.zarr"
+    ome_zarr(path, 2)
+    write_labels(path / "labels" / "mito", VOLUME.astype(np.int32), voxel_size=(50, 8, 8), unit="nanometer")
+
+    def choose(file, datasets):
+        raise AssertionError("an OME-Zarr image is opened, not asked about")
+
+    assert window.open_path(path, choose_dataset=choose)
+    assert window.document.image.dtype == np.uint8 and not messages
+    np.testing.assert_array_equal(window.viewer.current_slice(), VOLUME[4])
+
+
 def test_dataset_dialog_lists_shape_and_type(qtbot, tmp_path):
     from empanada_desktop.core.volumes import DatasetInfo
     from empanada_desktop.ui.shell.open_dialog import DatasetDialog
