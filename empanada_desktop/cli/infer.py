@@ -208,7 +208,6 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _infer_blockwise(args, source, config) -> None:
-    from empanada_desktop.backend.events import Message, Progress
     from empanada_desktop.backend.inference.blockwise import BlockwiseSettings, segment_blockwise
     from empanada_desktop.backend.inference.cluster import ClusterConfig
 
@@ -217,23 +216,14 @@ def _infer_blockwise(args, source, config) -> None:
                             cluster=args.cluster, cluster_options=_cluster_options(args))
     blocks = BlockwiseSettings(block_size=_numbers(args.block_size, "--block-size"),
                                halo=_numbers(args.halo, "--halo"), cluster=cluster)
-    bar = _ProgressBar()
     jobs = segment_blockwise(args.model, source, config, args.output, blocks=blocks)
     try:
-        for event in jobs:
-            if isinstance(event, Progress):
-                bar.update(event.step, event.total, event.message, event.eta_seconds)
-            elif isinstance(event, Message):
-                bar.close()
-                print(f"{event.level}: {event.text}", file=sys.stderr)
+        _show_progress(jobs)
     except KeyboardInterrupt:
         jobs.close()
-        bar.close()
         print(f"note: finished blocks are kept in {args.output}; run the same command again to resume",
               file=sys.stderr)
         raise
-    finally:
-        bar.close()
 
 
 def _infer_2d(args, image, model, model_config, config, device, source=None) -> None:
@@ -262,11 +252,16 @@ def _infer_2d(args, image, model, model_config, config, device, source=None) -> 
 
 
 def _infer_3d(args, volume, model, model_config, config, device) -> None:
-    from empanada_desktop.backend.events import Message, Progress
     from empanada_desktop.backend.inference.engine3d import segment_volume
 
+    _show_progress(segment_volume(model, volume, config, args.output, model_config=model_config, device=device))
+
+
+def _show_progress(jobs) -> None:
+    """Run a volume job to its end: its progress as a bar on stderr, its messages as lines."""
+    from empanada_desktop.backend.events import Message, Progress
+
     bar = _ProgressBar()
-    jobs = segment_volume(model, volume, config, args.output, model_config=model_config, device=device)
     try:
         for event in jobs:
             if isinstance(event, Progress):

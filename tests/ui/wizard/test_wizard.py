@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import shutil
 
-import numpy as np
 import pytest
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel
 
 from empanada_desktop.backend.events import Progress
 from empanada_desktop.backend.finetune.run_folder import find_resumable_runs
-from empanada_desktop.core.dataset import write_pair
 from empanada_desktop.core.paths import models_dir
 from empanada_desktop.core.registry import ModelRegistry
-from empanada_desktop.ui.shell.worker import detach_loop
 from empanada_desktop.ui.wizard.page_ids import PAGE_DATA, PAGE_RESULTS, PAGE_RUN, PAGE_SETTINGS
 from empanada_desktop.ui.wizard.wizard import FinetuneWizard
 
@@ -27,34 +24,9 @@ def tiny(tiny_model_dir):
     return "tiny"
 
 
-def make_set(root, count, seed):
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        image = rng.integers(0, 120, (64, 64), dtype=np.uint8)
-        mask = np.zeros((64, 64), np.int32)
-        for label, (r, c) in enumerate(rng.integers(12, 52, (3, 2)), start=1):
-            mask[r - 8:r + 8, c - 8:c + 8] = label
-            image[r - 8:r + 8, c - 8:c + 8] = 200
-        write_pair(root, "cells", f"p{index}", image, mask)
-    return root
-
-
 @pytest.fixture
-def data(tmp_path):
+def data(tmp_path, make_set):
     return make_set(tmp_path / "train", 4, 0), make_set(tmp_path / "val", 2, 1)
-
-
-@pytest.fixture
-def wizard(qtbot):
-    wizard = FinetuneWizard(training_set_dir=lambda: None)
-    qtbot.addWidget(wizard)
-    wizard.show()
-    yield wizard
-    job = wizard.run_page.job
-    if job is not None and job.is_running:
-        job.cancel()
-        job.wait()
-    detach_loop()
 
 
 def settle_settings(wizard, qtbot, iterations):

@@ -8,27 +8,12 @@ from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import QLabel
 
 from empanada_desktop.core.registry import ModelRegistry
-from empanada_desktop.ui.shell.worker import detach_loop
 from empanada_desktop.ui.wizard.page_ids import PAGE_DATA, PAGE_NEW_MODEL, PAGE_RESULTS, PAGE_RUN, PAGE_SETTINGS
-from empanada_desktop.ui.wizard.wizard import FinetuneWizard
 
-from test_wizard import RUN_TIMEOUT_MS, make_set
-
-
-@pytest.fixture
-def wizard(qtbot):
-    wizard = FinetuneWizard(training_set_dir=lambda: None)
-    qtbot.addWidget(wizard)
-    wizard.show()
-    yield wizard
-    job = wizard.run_page.job
-    if job is not None and job.is_running:
-        job.cancel()
-        job.wait()
-    detach_loop()
+RUN_TIMEOUT_MS = 240_000
 
 
-def test_train_a_new_model_from_the_first_page_to_the_results(wizard, qtbot, tmp_path):
+def test_train_a_new_model_from_the_first_page_to_the_results(wizard, qtbot, tmp_path, make_set):
     train, val = make_set(tmp_path / "train", 4, 0), make_set(tmp_path / "val", 2, 1)
     wizard.model_page.train_radio.setChecked(True)
     assert wizard.model_page.isComplete()
@@ -95,7 +80,7 @@ def test_new_model_page_needs_imported_cem_weights_and_valid_classes(wizard, tmp
     assert not page.isComplete() and "own name" in page.error.text()
 
 
-def test_all_gpus_is_offered_with_two_gpus_and_runs_through_the_launcher(wizard, monkeypatch, tmp_path):
+def test_all_gpus_is_offered_with_two_gpus_and_runs_through_the_launcher(wizard, monkeypatch, tmp_path, make_set):
     from empanada_desktop.backend import devices
     from empanada_desktop.backend.finetune import launch
     from empanada_desktop.ui.wizard.run_page import finetune_job
