@@ -9,15 +9,11 @@ the full resolution is shown. Images without levels always show level 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 from PySide6.QtCore import QObject, QTimer
+from PySide6.QtWidgets import QWidget
 
 from empanada_desktop.core.volumes.pyramid import choose_level, slice_scale
-
-if TYPE_CHECKING:
-    from empanada_desktop.ui.viewer.viewer import Viewer
 
 # Zooming and panning re-pick the level once the view has been still this long, so a drag does
 # not reread the slice on every step.
@@ -26,9 +22,10 @@ LEVEL_DELAY_MS = 150
 
 class PyramidView(QObject):
     """The pyramid level on screen (``level``) and its (row, column) stretch back to full
-    resolution (``scale``); calls ``viewer.show_level`` when the zoom wants another level."""
+    resolution (``scale``); calls ``viewer.show_level`` when the zoom wants another level.
+    ``viewer`` is the ``Viewer`` that owns it (not imported here: the viewer imports this)."""
 
-    def __init__(self, viewer: Viewer):
+    def __init__(self, viewer: QWidget):
         super().__init__(viewer)
         self.viewer = viewer
         self.level = 0
