@@ -90,6 +90,12 @@ class DatasetDialog(QDialog):
         return item.data(0, 256) if item is not None else None
 
 
+def _is_ome_zarr_image(datasets: list[DatasetInfo]) -> bool:
+    """An OME-Zarr image at the top of the container (its other entries are its labels and such):
+    open it without asking, as napari does."""
+    return any(info.name in ("", "/") and info.multiscale for info in datasets)
+
+
 def _likely_image(datasets: list[DatasetInfo]) -> int:
     """Preselect the largest non-label image (labels are often stored next to the raw data)."""
     def score(info: DatasetInfo):
@@ -144,7 +150,7 @@ def open_into_document(document, path: str | os.PathLike[str], report: Report, *
                 return str(file)
         elif is_container(file) and dataset is None:
             infos = list_datasets(file)
-            if len(infos) > 1:
+            if len(infos) > 1 and not _is_ome_zarr_image(infos):
                 dataset = choose_dataset(file, infos)
                 if dataset is None:
                     return None
