@@ -51,9 +51,7 @@ def _big_volume_window():
     labels_path = write_labels(zarr_path / "labels" / "mito", np.asarray(labels, np.int32), voxel_size=VOXEL,
                                unit="nanometer")
     window = MainWindow()
-    # The folder now holds the image and labels/mito: answer the dataset question with the image
-    # (asking would block the offscreen render on a modal dialog).
-    window.open_path(zarr_path, choose_dataset=lambda path, infos: "")
+    window.open_path(zarr_path)
     window.document.set_labels(open_image(labels_path), labels_path, copy=False)
     inference = window.docks.get("Inference")
     if inference is not None:
