@@ -40,7 +40,7 @@ class SuggestionOutlines:
         doc = self.viewer.document
         if doc.image is None:
             return
-        transform = self.viewer.image_item.transform()  # stretched like the image on xz / yz
+        transform = self.viewer.slice_transform()  # stretched like the image on xz / yz
         for patch in suggestions:
             box = patch.box
             if box.plane != doc.plane or box.index != doc.index:

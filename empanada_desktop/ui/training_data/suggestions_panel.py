@@ -339,7 +339,7 @@ class SuggestionsBox(QGroupBox):
             doc.set_plane(box.plane)
         if box.index != doc.index:
             doc.set_index(box.index)
-        rect = self.viewer.image_item.transform().mapRect(QRectF(box.col, box.row, box.size, box.size))
+        rect = self.viewer.slice_transform().mapRect(QRectF(box.col, box.row, box.size, box.size))
         view_box = self.viewer.view_box
         (x0, x1), (y0, y1) = view_box.viewRange()
         if QRectF(x0, y0, x1 - x0, y1 - y0).contains(rect):

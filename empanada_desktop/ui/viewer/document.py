@@ -18,7 +18,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from empanada_desktop.core.errors import ImageReadError, UserError
-from empanada_desktop.core.volumes.source import Spacing
+from empanada_desktop.core.volumes.pyramid import level_key
+from empanada_desktop.core.volumes.source import ImageSource, Spacing
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +156,46 @@ class Document(QObject):
     def slice_at(self, plane: str, index: int) -> np.ndarray:
         if isinstance(self.image, np.ndarray):
             return np.asarray(self._view3d(self.image)[self._slicer(plane, index)])
+        return self._read(self.image, self._slicer(plane, index), plane, index, self.slice_shape(plane))
+
+    def slice_shape(self, plane: str | None = None) -> tuple[int, int]:
+        """(rows, columns) of a full-resolution slice of ``plane`` (default: the one on screen)."""
+        z, h, w = self.shape3d
+        return {"xy": (h, w), "xz": (z, w), "yz": (z, h)}[plane or self.plane]
+
+    def levels(self) -> tuple:
+        """The image's multiscale pyramid, full resolution first (just the image when it has none)."""
+        if isinstance(self.image, ImageSource) and self.image.ndim == 3:
+            return tuple(level for level in self.image.levels if level.ndim == 3)
+        return (self.image,) if self.image is not None else ()
+
+    def level_slice(self, level: int) -> np.ndarray:
+        """The slice on screen read from pyramid level ``level`` (0: full resolution); a coarser
+        level reads only its own, smaller chunks."""
+        if level == 0:
+            return self.current_slice()
+        source = self.levels()[level]
+        key = level_key(self.shape3d, source.shape, self.plane, self.index)
+        shape = tuple(n for n, k in zip(source.shape, key, strict=True) if isinstance(k, slice))
+        return self._read(source, key, self.plane, self.index, shape)
+
+    def _read(self, source, key: tuple, plane: str, index: int, shape: tuple[int, int]) -> np.ndarray:
         try:
-            return np.asarray(self.image[self._slicer(plane, index)])
+            return np.asarray(source[key])
         except Exception as error:  # noqa: BLE001 - a damaged chunk must not end the app
             log.warning("cannot read %s slice %d of %s: %s", plane, index, self.path, error)
             self.readFailed.emit(f"Cannot read {plane} slice {index} of {self.path}: {error}")
-            z, h, w = self.shape3d
-            return np.zeros({"xy": (h, w), "xz": (z, w), "yz": (z, h)}[plane], self.image.dtype)
+            return np.zeros(shape, self.image.dtype)
+
+    def value_at(self, z: int, y: int, x: int):
+        """The full-resolution value of voxel (z, y, x) (reads one pixel), or None if unreadable."""
+        if isinstance(self.image, np.ndarray):
+            return self._view3d(self.image)[z, y, x]
+        try:
+            return np.asarray(self.image[(z, y, x) if self.image.ndim == 3 else (y, x)])[()]
+        except Exception as error:  # noqa: BLE001 - the readout shows "?" instead
+            log.debug("cannot read voxel %s of %s: %s", (z, y, x), self.path, error)
+            return None
 
     # -- labels ------------------------------------------------------------------------------
     def set_labels(self, labels: np.ndarray | None, path: str | Path | None = None, *,

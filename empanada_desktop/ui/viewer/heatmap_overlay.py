@@ -94,7 +94,7 @@ class HeatmapOverlay(QObject):
         """Show the item when it is on, has a map, and the map's slice is on screen."""
         show = self.visible and self.values is not None and self.on_this_slice()
         if show:
-            z_scale = self.viewer.image_item.transform().m22()  # the image's stretch on xz / yz
+            z_scale = self.viewer.slice_transform().m22()  # the image's stretch on xz / yz
             transform = QTransform.fromScale(self.step, self.step * z_scale)
             if self.item.transform() != transform:
                 self.item.setTransform(transform)

@@ -2,7 +2,9 @@
 
 Built from pyqtgraph items: a ViewBox holding an ImageItem (the image) and a LabelsLayer, with a
 HistogramLUTWidget for contrast. Only the slice on screen is read from the document's image, so
-memory-mapped volumes larger than RAM scroll without loading. 8- and 16-bit data are shown with
+memory-mapped volumes larger than RAM scroll without loading; zoomed out on a multiscale image
+(OME-Zarr, N5, OME-TIFF pyramids) it is read from the coarsest pyramid level that still has a
+pixel per screen pixel (``core.volumes.pyramid``). 8- and 16-bit data are shown with
 contrast limits (levels), never converted. Tools (brush, point picking) plug in through
 ``set_mouse_handler``; without one, dragging pans and the wheel zooms.
 """
@@ -14,13 +16,14 @@ from typing import Protocol
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QEvent, QObject, QPointF, Qt, Signal
+from PySide6.QtCore import QEvent, QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut, QTransform
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QSpinBox,
                                QVBoxLayout, QWidget)
 
 from empanada_desktop.ui.viewer.document import Document
 from empanada_desktop.ui.viewer.labels_layer import LabelsLayer
+from empanada_desktop.ui.viewer.pyramid_view import PyramidView
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ class _ToolImageItem(pg.ImageItem):
         self._dragging = False
 
     def _pos(self, ev) -> tuple[float, float]:
-        p = ev.pos()
+        p = self._viewer.labels_layer.mapFromItem(self, ev.pos())  # full resolution at any level
         return (p.y(), p.x())
 
     def mouseDragEvent(self, ev):  # noqa: N802 (Qt naming)
@@ -108,7 +111,8 @@ class Viewer(QWidget):
         self.document = document
         self.mouse_handler: MouseHandler | None = None
         self._levels: tuple[float, float] | None = None
-        self._slice: np.ndarray | None = None
+        self._slice: np.ndarray | None = None  # the full-resolution slice, read when needed
+        self._slice_key: tuple | None = None  # (image, plane, index) that _slice belongs to
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.view_box = self.graphics.addViewBox(lockAspect=True, invertY=True, enableMenu=False)
@@ -116,6 +120,7 @@ class Viewer(QWidget):
         self.labels_layer = LabelsLayer()
         self.view_box.addItem(self.image_item)
         self.view_box.addItem(self.labels_layer)
+        self.pyramid = PyramidView(self)  # which multiscale level is on screen
         self.histogram = pg.HistogramLUTWidget()
         self.histogram.setImageItem(self.image_item)
         self.histogram.setMinimumWidth(110)
@@ -190,6 +195,9 @@ class Viewer(QWidget):
             self.plane_combo.addItems(list(doc.available_planes()) if doc.image is not None else ["xy"])
         self.plane_combo.setEnabled(len(doc.available_planes()) > 1)
         self.z_scale_spin.setVisible(doc.image is not None and doc.is_3d and not doc.is_stack)
+        if len(doc.levels()) > 1:  # pick the first level for the whole image in view, not the old view
+            h, w = doc.slice_shape()
+            self.view_box.setRange(QRectF(0, 0, w, h), padding=0.02)
         self.refresh()
         self.refresh_labels()
         self.view_box.autoRange(padding=0.02)
@@ -206,17 +214,28 @@ class Viewer(QWidget):
         with _blocked(self.plane_combo):
             self.plane_combo.setCurrentText(doc.plane)
         if doc.image is None:
-            self._slice = None
+            self._slice = self._slice_key = None
             self.image_item.clear()
             self.labels_layer.set_labels(None)
             return
-        self._slice = doc.current_slice()
-        if self._levels is None:
-            self._levels = default_levels(self._slice)
-        self.image_item.setImage(self._slice, autoLevels=False, levels=self._levels)
+        self._slice = None  # reread: an in-memory image may have changed
+        self._show_image(self.pyramid.wanted_level())
         self.histogram.item.setLevels(*self._levels)
         self.levelsChanged.emit(*self._levels)
         self.refresh_labels()
+        self._apply_z_scale()
+
+    def _show_image(self, level: int) -> None:
+        """Show the slice on screen read from pyramid ``level`` over the full-resolution slice's
+        extent (contrast limits come from the first slice shown, whatever its level)."""
+        shown = self.pyramid.read(level)
+        if self._levels is None:
+            self._levels = default_levels(shown)
+        self.image_item.setImage(shown, autoLevels=False, levels=self._levels)
+
+    def show_level(self, level: int) -> None:
+        """Show pyramid ``level`` of the slice on screen (the zoom changed)."""
+        self._show_image(level)
         self._apply_z_scale()
 
     def step_slice(self, step: int) -> None:
@@ -230,14 +249,23 @@ class Viewer(QWidget):
         self.z_scale_spin.setValue(float(scale))
 
     def _apply_z_scale(self) -> None:
-        """xz and yz planes have z vertically: stretch it by the slice thickness."""
+        """xz and yz planes have z vertically: stretch it by the slice thickness (and a coarse
+        level's image by its downsampling, so it covers the full-resolution slice)."""
         doc = self.document
         scale = self.z_scale_spin.value() if doc.image is not None and doc.plane in ("xz", "yz") else 1.0
         transform = QTransform.fromScale(1.0, scale)
-        if self.image_item.transform() != transform:
-            self.image_item.setTransform(transform)
+        rows, cols = self.pyramid.scale
+        image_transform = QTransform.fromScale(cols, rows * scale)
+        if self.image_item.transform() != image_transform:
+            self.image_item.setTransform(image_transform)
+        if self.labels_layer.transform() != transform:
             self.labels_layer.setTransform(transform)
             self.view_box.autoRange(padding=0.02)
+
+    def slice_transform(self) -> QTransform:
+        """Full-resolution slice (col, row) -> view coordinates: the xz / yz stretch. Overlays
+        use it, not the image item's transform, which also scales a coarse pyramid level."""
+        return QTransform(self.labels_layer.transform())
 
     def refresh_labels(self) -> None:
         self.labels_layer.set_labels(self.document.current_labels())
@@ -272,7 +300,14 @@ class Viewer(QWidget):
         self.levelsChanged.emit(*self._levels)
 
     def current_slice(self) -> np.ndarray | None:
-        """The 2D image on screen, or None."""
+        """The full-resolution 2D slice on screen, or None. When a coarse pyramid level is shown
+        it is read here on first use (contrast Auto, tools, patches) and kept for this slice."""
+        doc = self.document
+        if doc.image is None:
+            return None
+        key = (id(doc.image), doc.plane, doc.index)
+        if self._slice is None or self._slice_key != key:
+            self._slice, self._slice_key = doc.current_slice(), key
         return self._slice
 
     def _remember_levels(self) -> None:
@@ -287,22 +322,29 @@ class Viewer(QWidget):
     def readout_at(self, row: int, col: int) -> str:
         """Text for the pixel (row, col) of the slice on screen: position, value, label."""
         doc = self.document
-        if self._slice is None or not (0 <= row < self._slice.shape[0] and 0 <= col < self._slice.shape[1]):
+        if doc.image is None:
             return ""
-        value = self._slice[row, col]
+        rows, cols = doc.slice_shape()
+        if not (0 <= row < rows and 0 <= col < cols):
+            return ""
         labels = doc.current_labels()
         label = int(labels[row, col]) if labels is not None else 0
         z, y, x = {"xy": (doc.index, row, col), "xz": (row, doc.index, col),
                    "yz": (row, col, doc.index)}[doc.plane]
+        if self._slice is not None and self._slice_key == (id(doc.image), doc.plane, doc.index):
+            value = self._slice[row, col]
+        else:  # a coarse level is on screen: one full-resolution pixel from the file
+            value = doc.value_at(z, y, x)
+        value = "?" if value is None else value
         where = f"x {x}  y {y}" + (f"  z {z}" if doc.is_3d else "")
         if doc.is_stack and doc.stack_names:
             where += f"  ({doc.stack_names[doc.index]})"
         return f"{where}   value {value}   label {label}"
 
     def _mouse_moved(self, scene_pos: QPointF) -> None:
-        if self._slice is None:
+        if self.document.image is None:
             return
-        p = self.image_item.mapFromScene(scene_pos)
+        p = self.labels_layer.mapFromScene(scene_pos)  # full-resolution slice coordinates
         text = self.readout_at(int(np.floor(p.y())), int(np.floor(p.x())))
         self.readout.setText(text or " ")
         self.readoutChanged.emit(text)
