@@ -263,6 +263,8 @@ class MainWindow(QMainWindow):
                                     parent=self, dataset=dataset, folder_as=folder_as, **answers)
         if opened is not None:
             self._add_recent(Path(opened), self.document.path)
+            shape = " × ".join(str(n) for n in self.document.image.shape)
+            self.statusBar().showMessage(f"Opened {Path(opened).name} ({shape}).", 8000)
         return opened is not None
 
     def open_labels(self, path: str | Path) -> bool:

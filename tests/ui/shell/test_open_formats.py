@@ -168,6 +168,7 @@ def test_an_ome_zarr_image_with_labels_opens_without_asking(window, tmp_path, me
     assert window.open_path(path, choose_dataset=choose)
     assert window.document.image.dtype == np.uint8 and not messages
     np.testing.assert_array_equal(window.viewer.current_slice(), VOLUME[4])
+    assert window.statusBar().currentMessage() == "Opened cell.ome.zarr (8 × 40 × 48)."  # not the start hint
 
 
 def test_dataset_dialog_lists_shape_and_type(qtbot, tmp_path):
