@@ -8,7 +8,8 @@ The model is a stand-in that segments the synthetic volume for certain (bright b
 foreground where the intensity is at least 191/255, a center heatmap peaking in each ball's
 middle, zero offsets; it runs through the real Engine2D, post-processing, slice linking and
 stitching, and costs almost nothing itself, so the timings show the machinery's own overhead
-(with a real model the halo's extra slices and pixels dominate: see ``--model``).
+(``--encoder resnet50`` adds a MitoNet-sized encoder's work per tile, so that the overhead reads
+as a share of a realistic job).
 
 1. correctness: a volume that fits in memory, 12 blocks on 2 worker processes, against
    ``segment_volume``: object counts, IoU of matched objects, objects split at a block face.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import platform
 import resource
 import shutil
@@ -47,15 +49,28 @@ MEAN, STD = 0.57571, 0.12765
 
 
 class BrightBalls(nn.Module):
-    """Foreground >= 191/255; centers where the intensity is above 0.6; no offsets."""
+    """Foreground >= 191/255; centers where the intensity is above 0.6; no offsets.
 
-    def __init__(self):
+    ``encoder`` ("resnet18", "resnet50") adds a real encoder's work on every tile, with random
+    weights and its output multiplied by 0, so the labels stay exact while each slice costs what a
+    MitoNet-sized model's encoder costs: the overhead then reads as a share of a realistic job.
+    """
+
+    def __init__(self, encoder: str = "none"):
         super().__init__()
         self.scale = nn.Parameter(torch.ones(()))
+        self.encoder = None
+        if encoder != "none":
+            import torchvision
+
+            net = getattr(torchvision.models, encoder)(weights=None)
+            self.encoder = nn.Sequential(*list(net.children())[:-2]).eval()
 
     def forward(self, x, render_steps: int = 2, interpolate_ins: bool = True):
         intensity = (x * STD + MEAN) * self.scale
         sem = 20.0 * (intensity - 0.75)
+        if self.encoder is not None:
+            sem = sem + 0.0 * self.encoder(x.expand(-1, 3, -1, -1)).mean()
         factor = 2 ** (render_steps - 2)
         if factor != 1:
             sem = F.interpolate(sem, scale_factor=factor, mode="nearest")
@@ -64,14 +79,20 @@ class BrightBalls(nn.Module):
         return {"sem_logits": sem, "ctr_hmp": ctr, "offsets": offsets}
 
 
-def bright_balls_model():
+ENCODER = "none"  # set from --encoder before any model is built
+
+
+def bright_balls_model(encoder: str | None = None):
     from empanada_desktop.core.model_config import ModelConfig
 
-    config = ModelConfig(class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="balls.pth", padding_factor=16)
-    return BrightBalls(), config
+    encoder = encoder or ENCODER
+    config = ModelConfig(class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="balls.pth",
+                         padding_factor=16 if encoder == "none" else 32)  # a ResNet downsamples 32x
+    return BrightBalls(encoder), config
 
 
-MODEL = ModelRef(factory=bright_balls_model, key="bright-balls")
+def model_ref() -> ModelRef:
+    return ModelRef(factory=functools.partial(bright_balls_model, ENCODER), key=f"bright-balls-{ENCODER}")
 
 
 def ball_tile(shape, seed, radius=(5, 12)):
@@ -148,7 +169,7 @@ def blockwise(path: Path, out: Path, client, threads: int, block=None, halo=None
     from empanada_desktop.backend.inference.cluster import ClusterConfig
 
     start = time.perf_counter()
-    drain(segment_blockwise(MODEL, path, settings(), out, client=client,
+    drain(segment_blockwise(model_ref(), path, settings(), out, client=client,
                             blocks=BlockwiseSettings(block_size=block, halo=halo, cluster=ClusterConfig(threads=threads))))
     seconds = time.perf_counter() - start
     array = zarr.open_array(str(out / "0"), mode="r")
@@ -201,7 +222,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--parts", default="correctness,overhead,memory,large")
+    parser.add_argument("--encoder", default="none", choices=("none", "resnet18", "resnet50"),
+                        help="add a real encoder's work per tile (output unused): overhead as a share of a realistic job")
     args = parser.parse_args()
+    global ENCODER
+    ENCODER = args.encoder
     parts = set(args.parts.split(","))
     q = args.quick
     cores = torch.get_num_threads()
