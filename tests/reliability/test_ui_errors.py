@@ -138,7 +138,7 @@ def test_the_wizard_checks_name_and_disk_space_before_the_run(qtbot, tiny, tmp_p
 def test_autosave_on_a_full_disk_keeps_the_work_and_retries(qtbot, small_disk, caplog):
     from empanada_desktop.ui.training_data.autosave import Autosaver
     from empanada_desktop.ui.training_data.training_gallery import demo_training_set
-    from empanada_desktop.ui.viewer.viewer import demo_document
+    from empanada_desktop.ui.viewer.document import demo_document
 
     disk = small_disk(8)
     saver = Autosaver(demo_document(), demo_training_set(2), directory=disk.path / "autosave")

@@ -317,7 +317,7 @@ class InferencePanel(QWidget):
 
 
 def _inference_panel_screen():
-    from empanada_desktop.ui.viewer.viewer import demo_document
+    from empanada_desktop.ui.viewer.document import demo_document
 
     return InferencePanel(demo_document()), (380, 820)
 

@@ -244,7 +244,7 @@ def _open_labels(path: Path):
 
 def _volume_screen():
     """The 3D box running on a Dask cluster, part-way (example numbers)."""
-    from empanada_desktop.ui.viewer.viewer import demo_document
+    from empanada_desktop.ui.viewer.document import demo_document
 
     document = demo_document()
     box = VolumeSegmentation(document, lambda: "MitoNet_v1", lambda: None, lambda text: None)

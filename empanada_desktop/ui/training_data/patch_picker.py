@@ -323,7 +323,7 @@ def _has_box(patch: Patch, document: Document) -> bool:
 def _demo():
     from PySide6.QtWidgets import QHBoxLayout
 
-    from empanada_desktop.ui.viewer.viewer import demo_document
+    from empanada_desktop.ui.viewer.document import demo_document
 
     document = demo_document()
     viewer = Viewer(document)

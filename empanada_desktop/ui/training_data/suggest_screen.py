@@ -16,7 +16,8 @@ from empanada_desktop.ui.shell.layout import scrollable
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.training_data.patch_picker import PatchPicker
 from empanada_desktop.ui.training_data.training_set import TrainingSet
-from empanada_desktop.ui.viewer.viewer import Viewer, demo_document
+from empanada_desktop.ui.viewer.document import demo_document
+from empanada_desktop.ui.viewer.viewer import Viewer
 
 log = logging.getLogger(__name__)
 SIZE = (1366, 768)

@@ -157,7 +157,8 @@ class AnnotationPanel(QWidget):
 
 def _demo():
     from empanada_desktop.core.opening import synthetic_em
-    from empanada_desktop.ui.viewer.viewer import Viewer, demo_document
+    from empanada_desktop.ui.viewer.document import demo_document
+    from empanada_desktop.ui.viewer.viewer import Viewer
 
     document = demo_document()
     if document.path is None:

@@ -67,7 +67,7 @@ class ContrastControls(QWidget):
 
 
 def _contrast_screen():
-    from empanada_desktop.ui.viewer.viewer import demo_document
+    from empanada_desktop.ui.viewer.document import demo_document
 
     viewer = Viewer(demo_document())
     controls = ContrastControls(viewer)

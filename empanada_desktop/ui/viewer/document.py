@@ -354,3 +354,13 @@ class Document(QObject):
         if self.path is None:
             return "untitled"
         return self.path.name
+
+
+def demo_document() -> Document:
+    """A Document on the demo volume (or a generated one if the demo data is not there)."""
+    from empanada_desktop.core.opening import demo_image
+
+    document = Document()
+    image, path = demo_image()
+    document.set_image(image, path)
+    return document

@@ -350,7 +350,6 @@ class Viewer(QWidget):
         self.readoutChanged.emit(text)
 
 
-
 class _CtrlWheelFilter(QObject):
     """Ctrl+wheel over the image steps through slices instead of zooming (the ViewBox would)."""
 
@@ -381,16 +380,6 @@ class _blocked:
         self.widget.blockSignals(self._was)
 
 
-def demo_document() -> Document:
-    """A Document on the demo volume (or a generated one if the demo data is not there)."""
-    from empanada_desktop.core.opening import demo_image
-
-    document = Document()
-    image, path = demo_image()
-    document.set_image(image, path)
-    return document
-
-
 if __name__ == "__main__":
     from PySide6.QtWidgets import QApplication
 
@@ -398,6 +387,8 @@ if __name__ == "__main__":
 
     app = QApplication([])
     configure_pyqtgraph()
+    from empanada_desktop.ui.viewer.document import demo_document
+
     viewer = Viewer(demo_document())
     viewer.resize(900, 700)
     viewer.show()
