@@ -40,6 +40,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from empanada_desktop.backend.cpu import cpu_capability_info  # noqa: E402
 from empanada_desktop.backend.inference.blockwise import BlockwiseSettings, ModelRef, segment_blockwise  # noqa: E402
 from empanada_desktop.backend.inference.config import InferenceConfig  # noqa: E402
 from empanada_desktop.backend.inference.engine3d import segment_volume  # noqa: E402
@@ -206,16 +207,7 @@ def compare(reference: np.ndarray, result: np.ndarray) -> dict:
 
 
 def machine() -> str:
-    model = flags = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not model:
-                model = line.split(":", 1)[1].strip()
-            if line.startswith("flags") and not flags:
-                flags = " ".join(f for f in ("avx2", "avx512f", "avx512_bf16") if f in line.split())
-    except OSError:
-        pass
-    return f"{model or platform.processor()}, {torch.get_num_threads()} threads, flags: {flags or 'n/a'}"
+    return f"{cpu_capability_info().line()}; {torch.get_num_threads()} torch threads"
 
 
 def main() -> int:

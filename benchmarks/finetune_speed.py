@@ -17,6 +17,12 @@ Reference (docs/EMPANADA_FORMATS.md section 8): empanada-napari 1.2.4 on the tea
 (``benchmarks/reference/empanada_reference.py``, in its own virtual environment; see
 benchmarks/README.md) on the same TorchScript file and the same training set, and reports the
 ratio of the two.
+
+The CPU's capability line (``benchmarks/cpu_bound.py``) comes first; the summary at the end gives
+each speed also as achieved GFLOP/s and as a fraction of this machine's measured bound in the
+precision the run used (``--bound bound.json`` reuses a ``cpu_bound.py --json`` file, otherwise
+it is measured first, about 20 s). A step's FLOPs are counted with ``FlopCounterMode`` on one real
+training step (forward + the backward the frozen layers leave), not estimated as 3x the forward.
 """
 
 from __future__ import annotations
@@ -46,6 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--empanada-python", type=Path, metavar="PYTHON",
                         help="python of a venv with empanada-napari 1.2.4, for the side-by-side run")
+    parser.add_argument("--bound", type=Path, metavar="JSON",
+                        help="the CPU bound from `cpu_bound.py --json` (default: measure it first)")
     return parser.parse_args(argv)
 
 
@@ -133,6 +141,54 @@ def time_setting(model: str, data: Path, run_dir: Path, layers: str, device: str
     }
 
 
+def step_flops(layers: str, batch_size: int, patch_size: int) -> dict:
+    """Matrix and convolution FLOPs of one training step of the benchmark's model at ``layers``:
+    forward + the backward its frozen stages leave, counted on the "meta" device (no compute)."""
+    import torch
+
+    from empanada_desktop.backend.flops import count_flops
+    from empanada_desktop.backend.loading import create_builtin_weights
+    from empanada_desktop.backend.models.stages import freeze_batchnorm_eval, set_finetunable
+
+    model = create_builtin_weights("MitoNet_v1", seed=0, fused_encoder=True)
+    set_finetunable(model, layers)
+    model.train()
+    freeze_batchnorm_eval(model)
+    model = model.to("meta")
+    x = torch.empty(batch_size, 1, patch_size, patch_size, device="meta")
+
+    def forward():
+        with torch.no_grad():
+            model(x)
+
+    def step():
+        out = model(x)
+        sum(v.float().mean() for v in out.values() if v.is_floating_point() and v.requires_grad).backward()
+
+    return {"forward": count_flops(forward), "step": count_flops(step)}
+
+
+def summary(results: list[dict], bound: dict | None) -> None:
+    """Each speed as s/iteration, its ratio to empanada-napari, and a fraction of the CPU bound."""
+    from cpu_bound import fraction_text
+
+    print("summary (GFLOP/s from FlopCounterMode's count of one step; bound from cpu_bound.py):")
+    for result in results:
+        flops = result["flops"]
+        ours = result["seconds_per_iteration"]
+        line = (f"  {result['device']:>4} layers={result['layers']:<6} ours {ours:.2f} s/iteration, "
+                f"{flops['step'] / 1e9:.0f} GFLOP/step ({flops['step'] / flops['forward']:.2f}x the forward)")
+        if bound is not None and result["device"] == "cpu":
+            line += f", {fraction_text(flops['step'], ours, result['precision'], bound)}"
+            result["bound_gflops"] = (bound["gflops"].get(result["precision"]) or bound["gflops"]["fp32"])["bound"]
+        if "empanada" in result:
+            theirs = result["empanada"]["steady_seconds_per_step"]
+            line += f"; empanada-napari {theirs:.2f} s (ours {theirs / ours:.2f}x)"
+            if bound is not None:  # its torch.cuda.amp autocast does nothing on the CPU: fp32
+                line += f", {fraction_text(flops['step'], theirs, 'fp32', bound)}"
+        print(line, flush=True)
+
+
 def time_empanada(python: Path, model: str, data: Path, layers: str, args) -> dict:
     """empanada's own loop on the registered model's .pth/.yaml pair, in its own venv."""
     import subprocess
@@ -160,7 +216,14 @@ def main(argv=None) -> int:
     home = make_home()
     import torch
 
+    from cpu_bound import load_or_measure
+
+    from empanada_desktop.backend.cpu import cpu_capability_info
+    from empanada_desktop.backend.finetune.precision import choose_precision
+
+    print(cpu_capability_info().line(), flush=True)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    bound = load_or_measure(args.bound) if "cpu" in devices else None
     model = register_mitonet_architecture()
     data = write_synthetic_training_set(home / "data", args.images, max(args.patch_size, 256) + 64)
     results = []
@@ -169,6 +232,8 @@ def main(argv=None) -> int:
     for device in devices:
         for layers in args.layers:
             result = time_setting(model, data, home / f"run-{device}-{layers}", layers, device, args)
+            result["precision"] = choose_precision(torch.device(device), args.precision).name
+            result["flops"] = step_flops(layers, args.batch_size, args.patch_size)
             results.append(result)
             reference = EMPANADA_REFERENCE_SECONDS.get(layers) if device == "cpu" else None
             ratio = f", {reference / result['seconds_per_iteration']:.1f}x empanada's {reference} s" if reference else ""
@@ -184,6 +249,7 @@ def main(argv=None) -> int:
                 print(f"  empanada-napari 1.2.4 same data and weights: {theirs:.2f} s/iteration "
                       f"(loss {losses[0]:.3f} -> {losses[-1]:.3f}); ours is {theirs / ours:.2f}x faster",
                       flush=True)
+    summary(results, bound)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

@@ -21,6 +21,13 @@ one, pass a model that segments the synthetic image: ``benchmarks/finetune_speed
 same architecture on the same kind of synthetic image (bright objects on a darker, noisy
 background) and exports ``<run>/bench_none.pth`` + ``.yaml``; give them as ``--weights`` and
 ``--config`` (or real MitoNet_v1 weights, with a real EM image, where they are on the machine).
+
+The CPU's capability line (``benchmarks/cpu_bound.py``) comes first; the summary at the end gives
+each time also as achieved GFLOP/s of the model and as a fraction of this machine's measured
+fp32 bound (inference runs in float32; ``--bound bound.json`` reuses a ``cpu_bound.py --json``
+file, otherwise it is measured first, about 20 s). The FLOPs are the model forward's matrix and
+convolution operations, counted with ``FlopCounterMode`` on one ``Engine2D.forward`` (per slice
+for the stack); the times include post-processing, so the fraction is of the whole job.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from cpu_bound import fraction_text, load_or_measure  # noqa: E402
+
+from empanada_desktop.backend.cpu import cpu_capability_info  # noqa: E402
+from empanada_desktop.backend.flops import count_flops  # noqa: E402
 from empanada_desktop.backend.inference.config import InferenceConfig  # noqa: E402
 from empanada_desktop.backend.inference.engine2d import Engine2D  # noqa: E402
 from empanada_desktop.backend.inference.engine3d import segment_volume  # noqa: E402
@@ -110,6 +121,26 @@ def time_3d(model, model_config, volume_path, out_path, device, center_confidenc
     return time.perf_counter() - start
 
 
+def forward_flops(model, model_config, image, device, center_confidence) -> int:
+    """Matrix and convolution FLOPs of one ``Engine2D.forward`` over ``image`` (runs it once)."""
+    engine = Engine2D(model, model_config, InferenceConfig(center_confidence_thr=center_confidence), device=device)
+    return count_flops(engine.forward, image)
+
+
+def summary(rows: list[tuple[str, float, int, float | None]], bound: dict | None) -> None:
+    """(what, our seconds, FLOPs, empanada's seconds or None) -> one line each."""
+    print("summary (model GFLOP/s from FlopCounterMode's count; bound from cpu_bound.py):")
+    for what, ours, flops, theirs in rows:
+        line = f"  {what}: ours {ours:.2f} s, {flops / 1e9:.0f} GFLOP"
+        if bound is not None:
+            line += f", {fraction_text(flops, ours, 'fp32', bound)}"
+        if theirs is not None:
+            line += f"; empanada-napari {theirs:.2f} s (ours {theirs / ours:.2f}x)"
+            if bound is not None:
+                line += f", {fraction_text(flops, theirs, 'fp32', bound)}"
+        print(line, flush=True)
+
+
 def run_reference(python: str, task: str, *options: str) -> dict:
     """Run ``benchmarks/reference/empanada_reference.py TASK OPTIONS`` in empanada's venv."""
     done = subprocess.run([python, str(REFERENCE), task, *options], capture_output=True, text=True)
@@ -138,13 +169,18 @@ def main(argv=None) -> int:
     parser.add_argument("--empanada-python", help="python of a venv with empanada-napari 1.2.4")
     parser.add_argument("--center-confidence", type=float, default=0.1,
                         help="center heatmap threshold for both engines (lower it for a briefly trained model)")
+    parser.add_argument("--bound", type=Path, metavar="JSON",
+                        help="the CPU bound from `cpu_bound.py --json` (default: measure it first)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.stack, args.repeats = 256, "4x128x128", 1
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    print(cpu_capability_info().line(), flush=True)
+    bound = load_or_measure(args.bound) if device.type == "cpu" else None
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
+    rows = []
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         image = synthetic_em((args.size, args.size))
@@ -153,6 +189,8 @@ def main(argv=None) -> int:
         tifffile.imwrite(image_path, image)
         seconds, labels = time_2d(model, model_config, image, device, args.repeats, args.center_confidence)
         print(f"2D {args.size} x {args.size}: {seconds:.2f} s (median of {args.repeats})")
+        flops_2d = forward_flops(model, model_config, image, device, args.center_confidence)
+        their_seconds = None
         common = ["--config", str(config_yaml), "--confidence", "0.5",
                   "--center-confidence", str(args.center_confidence), "--device", "cpu"]
         if args.empanada_python and config_yaml is not None:
@@ -162,6 +200,7 @@ def main(argv=None) -> int:
             their_seconds = statistics.median(result["seconds"])
             print(f"  empanada-napari Engine2d: {their_seconds:.2f} s -> ours is "
                   f"{their_seconds / seconds:.2f}x faster; {compare(labels, tifffile.imread(theirs))}")
+        rows.append((f"2D {args.size} x {args.size}", seconds, flops_2d, their_seconds))
         if args.stack:
             shape = tuple(int(v) for v in args.stack.split("x"))
             volume_path = folder / "stack.tif"
@@ -169,6 +208,9 @@ def main(argv=None) -> int:
             ours_3d = folder / "stack_labels.tif"
             seconds_3d = time_3d(model, model_config, volume_path, ours_3d, device, args.center_confidence)
             print(f"3D {args.stack}: {seconds_3d:.1f} s ({seconds_3d / shape[0]:.2f} s per slice)")
+            slice_image = synthetic_em(shape[1:], seed=1)
+            flops_3d = shape[0] * forward_flops(model, model_config, slice_image, device, args.center_confidence)
+            their_3d = None
             if args.empanada_python and config_yaml is not None:
                 theirs = folder / "empanada_stack_labels.tif"
                 result = run_reference(args.empanada_python, "infer3d", *common, "--volume", str(volume_path),
@@ -177,6 +219,9 @@ def main(argv=None) -> int:
                 print(f"  empanada-napari Engine3d: {result['seconds']:.1f} s -> ours is "
                       f"{result['seconds'] / seconds_3d:.2f}x faster; "
                       f"{compare(tifffile.imread(ours_3d), tifffile.imread(theirs))}")
+                their_3d = result["seconds"]
+            rows.append((f"3D {args.stack} (xy, {shape[0]} slices)", seconds_3d, flops_3d, their_3d))
+    summary(rows, bound)
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 
+from empanada_desktop.backend.cpu import cpu_capability_info
 from empanada_desktop.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ class DeviceInfo:
 
     Attributes:
         id: what ``resolve_device`` accepts: "cuda:0", "mps", "cpu".
-        name: a readable name ("NVIDIA H100 80GB HBM3", "Apple GPU (MPS)", "CPU (AVX512)").
+        name: a readable name ("NVIDIA H100 80GB HBM3", "Apple GPU (MPS)", "CPU (AVX-512 BF16)", the
+            kind from ``backend.cpu``).
         available: whether it can be used now.
         reason: why not, in words ("" when available).
         memory_bytes: GPU memory, None for MPS (shared with the system) and the CPU.
@@ -87,7 +89,8 @@ def cpu_bf16_supported() -> bool:
     """True when this CPU has native bfloat16 instructions and a bf16 matmul works.
 
     Without them (AVX512-BF16 or AMX on x86, the BF16 extension on ARM) bfloat16 is emulated and
-    slower than float32, so it is reported as unsupported.
+    slower than float32, so it is reported as unsupported. The instructions come from
+    ``backend.cpu.cpu_capability_info()``; ``finetune.precision.cpu_has_bf16`` is this function.
     """
     if not _native_cpu_bf16():
         return False
@@ -100,30 +103,12 @@ def cpu_bf16_supported() -> bool:
 
 
 def _native_cpu_bf16() -> bool:
-    # oneDNN's own check (x86: avx512_bf16/AMX; ARM: bf16); private, so guarded.
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except Exception:
-        pass
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as handle:
-            flags = set(handle.read(400_000).split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def cpu_capability() -> str:
-    """torch's name for the CPU's vector instruction set ("AVX2", "AVX512", "DEFAULT", ...)."""
-    try:
-        return str(torch.backends.cpu.get_cpu_capability())
-    except Exception:
-        return "unknown"
+    return cpu_capability_info().native_bf16
 
 
 def _cpu_device() -> DeviceInfo:
-    capability = cpu_capability()
-    name = f"CPU ({capability})" if capability not in ("unknown", "DEFAULT") else "CPU"
+    kind = cpu_capability_info().kind
+    name = f"CPU ({kind})" if kind not in ("unknown", "DEFAULT") else "CPU"
     return DeviceInfo("cpu", name, "cpu", True, "", None, cpu_bf16_supported(), torch.get_num_threads())
 
 

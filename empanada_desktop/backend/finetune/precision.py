@@ -3,7 +3,7 @@
 - CUDA: bfloat16 autocast where the GPU supports it (no scaler needed), else float16 with a
   ``GradScaler``.
 - CPU: bfloat16 autocast where the CPU has native bf16 (AVX512-BF16 / AMX: oneDNN reports it),
-  else float32. On the team's 2-core EPYC bf16 matrix products run at ~2.4x float32.
+  else float32 (``backend.cpu`` decides which CPUs have it). On the team's 2-core EPYC bf16 matrix products run at ~2.4x float32.
 - MPS: float32 (fp16 autocast on MPS still misses kernels that PanopticDeepLab uses).
 """
 
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from empanada_desktop.backend.devices import cpu_bf16_supported as cpu_has_bf16  # one answer for the app
 from empanada_desktop.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -42,13 +43,6 @@ class Precision:
     def scaler(self) -> torch.amp.GradScaler:
         device_type = self.device_type if self.device_type in ("cuda", "cpu", "mps") else "cuda"
         return torch.amp.GradScaler(device_type, enabled=self.needs_scaler)
-
-
-def cpu_has_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def choose_precision(device: torch.device, requested: str = "auto") -> Precision:
