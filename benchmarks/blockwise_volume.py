@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from empanada_desktop.backend.cpu import cpu_capability_info  # noqa: E402
+from empanada_desktop.backend.events import run_to_end  # noqa: E402
 from empanada_desktop.backend.inference.blockwise import BlockwiseSettings, ModelRef, segment_blockwise  # noqa: E402
 from empanada_desktop.backend.inference.config import InferenceConfig  # noqa: E402
 from empanada_desktop.backend.inference.engine3d import segment_volume  # noqa: E402
@@ -135,14 +136,6 @@ def write_input(path: Path, shape, seed=0, tile=(64, 512, 512), sparse=False):
     return path
 
 
-def drain(generator):
-    while True:
-        try:
-            next(generator)
-        except StopIteration as done:
-            return done.value
-
-
 def settings():
     return InferenceConfig(device="cpu", median_kernel=3, min_size=50, min_extent=2)
 
@@ -152,7 +145,7 @@ def single(path: Path, out: Path) -> tuple[np.ndarray, float]:
 
     model, config = bright_balls_model()
     start = time.perf_counter()
-    drain(segment_volume(model, open_image(path), settings(), out, model_config=config, device="cpu"))
+    run_to_end(segment_volume(model, open_image(path), settings(), out, model_config=config, device="cpu"))
     return tifffile.imread(out), time.perf_counter() - start
 
 
@@ -170,7 +163,7 @@ def blockwise(path: Path, out: Path, client, threads: int, block=None, halo=None
     from empanada_desktop.backend.inference.cluster import ClusterConfig
 
     start = time.perf_counter()
-    drain(segment_blockwise(model_ref(), path, settings(), out, client=client,
+    run_to_end(segment_blockwise(model_ref(), path, settings(), out, client=client,
                             blocks=BlockwiseSettings(block_size=block, halo=halo, cluster=ClusterConfig(threads=threads))))
     seconds = time.perf_counter() - start
     array = zarr.open_array(str(out / "0"), mode="r")

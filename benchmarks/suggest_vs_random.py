@@ -169,18 +169,14 @@ def register_small_model(name: str) -> None:
 
 def run_finetune(model: str, train_dirs, new_name: str, out_dir: Path, *, iterations: int,
                  batch_size: int, layers: str, seed: int, register: bool = False, weight_gamma: float | None = None):
+    from empanada_desktop.backend.events import run_to_end
     from empanada_desktop.backend.finetune.config import FinetuneConfig
 
     config = FinetuneConfig(model=model, train_dirs=train_dirs, new_name=new_name, out_dir=out_dir,
                             iterations=iterations, patch_size=PATCH, batch_size=batch_size, layers=layers,
                             device="cpu", seed=seed, register=register, checkpoint_every=0, validations=0,
                             duplicate_patches=True, weight_gamma=weight_gamma)
-    jobs = finetune_fn()(config)
-    while True:
-        try:
-            next(jobs)
-        except StopIteration as finished:
-            return finished.value
+    return run_to_end(finetune_fn()(config))[1]
 
 
 def train_base(args, work: Path, state: State) -> None:
@@ -240,6 +236,7 @@ def write_patches(folder: Path, boxes, images, labels) -> None:
 
 
 def suggested_boxes(args, work: Path, k: int, state: State):
+    from empanada_desktop.backend.events import run_to_end
     from empanada_desktop.backend.suggest import SuggestConfig, suggest_patches
     from empanada_desktop.core.patches import PatchBox
 
@@ -248,13 +245,7 @@ def suggested_boxes(args, work: Path, k: int, state: State):
         started = time.perf_counter()
         config = SuggestConfig(model=BASE_NAME, image=load(work, "pool"), n=k, patch_size=PATCH, scope="stack",
                                max_slices=args.pool, tta=args.tta, device="cpu", predict=False)
-        jobs = suggest_patches(config)
-        while True:
-            try:
-                next(jobs)
-            except StopIteration as finished:
-                result = finished.value
-                break
+        _events, result = run_to_end(suggest_patches(config))
         regions = load(work, "pool_regions") > 0
         novel = [float(regions[p.box.index, p.box.row:p.box.row + PATCH, p.box.col:p.box.col + PATCH].mean())
                  for p in result.patches]

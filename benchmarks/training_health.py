@@ -70,6 +70,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run(model: str, data: Path, run_dir: Path, args, *, layers: str, scale, clip, stop_on_blow_up=True) -> dict:
+    from empanada_desktop.backend.events import run_to_end
     from empanada_desktop.backend.finetune import health
     from empanada_desktop.backend.finetune.config import FinetuneConfig
     from empanada_desktop.backend.finetune.loop import finetune
@@ -83,13 +84,7 @@ def run(model: str, data: Path, run_dir: Path, args, *, layers: str, scale, clip
     health.BLOW_UP_FACTOR = saved_factor if stop_on_blow_up else float("inf")
     started = time.perf_counter()
     try:
-        generator = finetune(config)
-        while True:
-            try:
-                next(generator)
-            except StopIteration as finished:
-                result = finished.value
-                break
+        _events, result = run_to_end(finetune(config))
     finally:
         health.BLOW_UP_FACTOR = saved_factor
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

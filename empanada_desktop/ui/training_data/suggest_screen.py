@@ -47,6 +47,7 @@ def screen_model():
 
 
 def _suggest_screen():
+    from empanada_desktop.backend.events import run_to_end
     from empanada_desktop.backend.inference.config import InferenceConfig
     from empanada_desktop.backend.suggest import SuggestConfig, suggest_patches
 
@@ -61,13 +62,7 @@ def _suggest_screen():
     config = SuggestConfig(model=name, image=document.image, n=6, patch_size=64, scope="slice",
                            plane=document.plane, index=document.index, device="cpu",
                            inference=InferenceConfig(device="cpu"))
-    jobs = suggest_patches(config, model=model, model_config=model_config)
-    while True:
-        try:
-            next(jobs)
-        except StopIteration as finished:
-            result = finished.value
-            break
+    _events, result = run_to_end(suggest_patches(config, model=model, model_config=model_config))
     box._on_done(result, id(document.image))
     box.accept_current()  # #1 becomes a training-set patch (yellow); the others stay suggestions
     box.info.setText(f"Model: {name}. " + box.info.text())
