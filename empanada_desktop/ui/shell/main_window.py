@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox,
@@ -17,11 +18,12 @@ from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QMainWindow, Q
 from empanada_desktop import __version__
 from empanada_desktop.core import opening
 from empanada_desktop.core.errors import UserError, user_message
+from empanada_desktop.core.volumes import split_dataset
 from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.busy_indicator import BusyIndicator
 from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
 from empanada_desktop.ui.shell.models_menu import add_model_features
-from empanada_desktop.ui.shell.open_dialog import OPEN_FILTER, open_into_document
+from empanada_desktop.ui.shell.open_dialog import OPEN_FILTER, open_into_document, open_labels_source
 from empanada_desktop.ui.shell.quit_guard import confirm_and_stop_jobs
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.shell.settings import app_settings
@@ -46,7 +48,6 @@ AREAS = {
     "bottom": Qt.DockWidgetArea.BottomDockWidgetArea,
     "top": Qt.DockWidgetArea.TopDockWidgetArea,
 }
-IMAGE_FILTER = "Images (*.tif *.tiff *.png *.jpg *.jpeg);;All files (*)"  # labels
 
 
 class MainWindow(QMainWindow):
@@ -189,13 +190,17 @@ class MainWindow(QMainWindow):
             "Open folder as &volume...", lambda: self.choose_folder("volume"),
             tip="Open a .zarr / .n5 folder or a folder of TIFF slices as one volume")
         self.open_labels_action = self._action("Open &labels...", self.choose_labels, "Ctrl+L")
+        self.open_labels_folder_action = self._action(
+            "Open labels folder...", self.choose_labels_folder,
+            tip="Open OME-Zarr labels (e.g. cell.zarr/labels/mito), a Zarr or an N5 folder as labels")
         self.save_labels_action = self._action("&Save labels as...", self.choose_save_labels, "Ctrl+S")
         self.demo_action = self._action("Open &demo", self.open_demo, tip="Open the demo EM volume")
         self.recent_menu = QMenu("Open &recent", self)
         quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         for item in (self.open_action, self.open_volume_folder_action, self.open_folder_action,
                      self.recent_menu, self.demo_action,
-                     None, self.open_labels_action, self.save_labels_action, None, quit_action):
+                     None, self.open_labels_action, self.open_labels_folder_action, self.save_labels_action, None,
+                     quit_action):
             if item is None:
                 menu.addSeparator()
             elif isinstance(item, QMenu):
@@ -241,7 +246,15 @@ class MainWindow(QMainWindow):
         if self.document.image is None:
             show_error(self, "Cannot do that", "Open an image first, then open its labels onto it.")
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Open labels", self._last_dir(), IMAGE_FILTER)
+        path, _ = QFileDialog.getOpenFileName(self, "Open labels", self._last_dir(), OPEN_FILTER)
+        if path:
+            self.open_labels(path)
+
+    def choose_labels_folder(self) -> None:
+        if self.document.image is None:
+            show_error(self, "Cannot do that", "Open an image first, then open its labels onto it.")
+            return
+        path = QFileDialog.getExistingDirectory(self, "Open labels folder (OME-Zarr, Zarr, N5)", self._last_dir())
         if path:
             self.open_labels(path)
 
@@ -268,10 +281,12 @@ class MainWindow(QMainWindow):
         return opened is not None
 
     def open_labels(self, path: str | Path) -> bool:
+        """Labels of the open image from a file, ``file.h5:/labels`` or an OME-Zarr labels folder."""
         try:
-            self.document.set_labels(opening.read_labels(path), path)
-        except UserError as error:
-            show_error(self, "Cannot open labels", str(error))
+            labels = open_labels_source(path)
+            self.document.set_labels(labels, split_dataset(path)[0], copy=isinstance(labels, np.ndarray))
+        except (UserError, OSError) as error:
+            show_error(self, "Cannot open labels", user_message(error, path))
             return False
         return True
 

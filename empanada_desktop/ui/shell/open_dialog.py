@@ -170,6 +170,21 @@ def open_into_document(document, path: str | os.PathLike[str], report: Report, *
     return location(file, source.dataset)
 
 
+def open_labels_source(path: str | os.PathLike[str]):
+    """Labels from any format the image can be: a TIFF, PNG or JPEG into memory (as before);
+    OME-Zarr labels (``cell.zarr/labels/mito``), Zarr, N5, HDF5 (``file.h5:/labels``) and MRC lazily,
+    as a source the viewer reads slice by slice. Raises UserError for a non-integer image."""
+    file, dataset = split_dataset(path)
+    if not file.is_dir() and file.suffix.lower() in opening.IMAGE_SUFFIXES and dataset is None:
+        return opening.read_labels(file)
+    source = open_image(file, dataset)
+    if not np.issubdtype(source.dtype, np.integer):
+        source.close()
+        raise UserError(f"{location(file, source.dataset)} holds {source.dtype} values; labels must hold "
+                        "whole numbers (0 = background, 1..N = objects). Choose a labels image.")
+    return source
+
+
 def show_source(document, source: ImageSource, path: Path) -> None:
     """Put an opened source on the document: numpy-backed ones as their array (memory maps stay
     memory maps), chunked ones as the lazy source itself."""

@@ -171,6 +171,30 @@ def test_an_ome_zarr_image_with_labels_opens_without_asking(window, tmp_path, me
     assert window.statusBar().currentMessage() == "Opened cell.ome.zarr (8 × 40 × 48)."  # not the start hint
 
 
+def test_labels_open_lazily_from_ome_zarr_and_hdf5(window, tmp_path, messages):
+    import h5py
+
+    from empanada_desktop.core.volumes.zarr_io import write_labels
+
+    path = tmp_path / "cell.ome.zarr"
+    ome_zarr(path, 2)
+    labels = (VOLUME // 50).astype(np.int32)
+    write_labels(path / "labels" / "mito", labels, voxel_size=(50, 8, 8), unit="nanometer")
+    assert window.open_path(path)
+    assert window.open_labels(path / "labels" / "mito") and not messages
+    assert window.document.labels is None  # lazy: nothing read into memory yet
+    np.testing.assert_array_equal(window.document.current_labels(), labels[4])
+    with h5py.File(tmp_path / "seg.h5", "w") as f:
+        f.create_dataset("seg", data=labels.astype(np.uint16))
+        f.create_dataset("prob", data=VOLUME.astype(np.float32))
+    assert window.open_labels(f"{tmp_path / 'seg.h5'}:/seg")
+    np.testing.assert_array_equal(window.document.current_labels(), labels[4])
+    assert not window.open_labels(f"{tmp_path / 'seg.h5'}:/prob")  # not whole numbers
+    assert "whole numbers" in messages[-1][1] and "seg.h5:/prob" in messages[-1][1]
+    assert not window.open_labels(path / "nothing")
+    assert "nothing" in messages[-1][1]
+
+
 def test_dataset_dialog_lists_shape_and_type(qtbot, tmp_path):
     from empanada_desktop.core.volumes import DatasetInfo
     from empanada_desktop.ui.shell.open_dialog import DatasetDialog
