@@ -23,7 +23,8 @@ from empanada_desktop.ui.shell.messages import show_error
 from empanada_desktop.ui.shell.busy_indicator import BusyIndicator
 from empanada_desktop.ui.shell.layout import fit_to_screen, scrollable
 from empanada_desktop.ui.shell.models_menu import add_model_features
-from empanada_desktop.ui.shell.open_dialog import OPEN_FILTER, open_into_document, open_labels_source
+from empanada_desktop.ui.shell.open_dialog import (OPEN_FILTER, ask_dataset, open_into_document,
+                                                  open_labels_source)
 from empanada_desktop.ui.shell.quit_guard import confirm_and_stop_jobs
 from empanada_desktop.ui.shell.screen_registry import register_screen
 from empanada_desktop.ui.shell.settings import app_settings
@@ -280,10 +281,13 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Opened {Path(opened).name} ({shape}).", 8000)
         return opened is not None
 
-    def open_labels(self, path: str | Path) -> bool:
-        """Labels of the open image from a file, ``file.h5:/labels`` or an OME-Zarr labels folder."""
+    def open_labels(self, path: str | Path, choose_dataset=None) -> bool:
+        """Labels of the open image from a file, ``file.h5:/labels`` or an OME-Zarr labels folder
+        (a file with several images asks which one: ``choose_dataset`` answers in tests)."""
         try:
-            labels = open_labels_source(path)
+            labels = open_labels_source(path, choose_dataset or (lambda p, infos: ask_dataset(self, p, infos)))
+            if labels is None:
+                return False
             self.document.set_labels(labels, split_dataset(path)[0], copy=isinstance(labels, np.ndarray))
         except (UserError, OSError) as error:
             show_error(self, "Cannot open labels", user_message(error, path))

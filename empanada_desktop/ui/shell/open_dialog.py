@@ -170,13 +170,21 @@ def open_into_document(document, path: str | os.PathLike[str], report: Report, *
     return location(file, source.dataset)
 
 
-def open_labels_source(path: str | os.PathLike[str]):
+def open_labels_source(path: str | os.PathLike[str],
+                       choose_dataset: Callable[[Path, list[DatasetInfo]], str | None] | None = None):
     """Labels from any format the image can be: a TIFF, PNG or JPEG into memory (as before);
     OME-Zarr labels (``cell.zarr/labels/mito``), Zarr, N5, HDF5 (``file.h5:/labels``) and MRC lazily,
-    as a source the viewer reads slice by slice. Raises UserError for a non-integer image."""
+    as a source the viewer reads slice by slice; a container with several images asks which one
+    (``choose_dataset``; None back: nothing opened). Raises UserError for a non-integer image."""
     file, dataset = split_dataset(path)
     if not file.is_dir() and file.suffix.lower() in opening.IMAGE_SUFFIXES and dataset is None:
         return opening.read_labels(file)
+    if dataset is None and is_container(file) and choose_dataset is not None:
+        infos = list_datasets(file)
+        if len(infos) > 1 and not _is_ome_zarr_image(infos):
+            dataset = choose_dataset(file, infos)
+            if dataset is None:
+                return None
     source = open_image(file, dataset)
     if not np.issubdtype(source.dtype, np.integer):
         source.close()

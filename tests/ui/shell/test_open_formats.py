@@ -189,6 +189,14 @@ def test_labels_open_lazily_from_ome_zarr_and_hdf5(window, tmp_path, messages):
         f.create_dataset("prob", data=VOLUME.astype(np.float32))
     assert window.open_labels(f"{tmp_path / 'seg.h5'}:/seg")
     np.testing.assert_array_equal(window.document.current_labels(), labels[4])
+    window.document.set_labels(None)
+    assert not window.open_labels(tmp_path / "seg.h5", choose_dataset=lambda file, infos: None)  # cancelled
+    assert window.document.labels_array() is None and messages == []
+    asked = []
+    assert window.open_labels(tmp_path / "seg.h5", choose_dataset=lambda file, infos: asked.append(
+        sorted(i.name for i in infos)) or "/seg")
+    assert asked == [["/prob", "/seg"]]
+    np.testing.assert_array_equal(window.document.current_labels(), labels[4])
     assert not window.open_labels(f"{tmp_path / 'seg.h5'}:/prob")  # not whole numbers
     assert "whole numbers" in messages[-1][1] and "seg.h5:/prob" in messages[-1][1]
     assert not window.open_labels(path / "nothing")
