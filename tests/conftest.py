@@ -6,16 +6,34 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
+
+_CALL_PASSED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.stash[_CALL_PASSED] = report.passed
 
 
 @pytest.fixture(autouse=True)
-def app_home(tmp_path_factory, monkeypatch):
-    """Every test gets its own empty app home and its own fake ``~/.empanada``."""
+def app_home(request, tmp_path_factory, monkeypatch):
+    """Every test gets its own empty app home and its own fake ``~/.empanada``, deleted after a
+    test that passed (models and checkpoints made the suite leave about 15 GB per run; a failed
+    test's folders stay for a look, as its ``tmp_path`` does: tmp_path_retention_policy)."""
     home = tmp_path_factory.mktemp("app_home")
+    empanada_dir = home.parent / (home.name + "_empanada")
     monkeypatch.setenv("EMPANADA_DESKTOP_HOME", str(home))
-    monkeypatch.setenv("EMPANADA_DESKTOP_EMPANADA_DIR", str(home.parent / (home.name + "_empanada")))
-    return home
+    monkeypatch.setenv("EMPANADA_DESKTOP_EMPANADA_DIR", str(empanada_dir))
+    yield home
+    if request.node.stash.get(_CALL_PASSED, False):
+        shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(empanada_dir, ignore_errors=True)
 
 
 _BLOCKING_DIALOGS = {
