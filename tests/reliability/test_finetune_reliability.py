@@ -10,7 +10,7 @@ import pytest
 from finetune_fixtures import write_training_set
 from reliability_helpers import leftovers
 
-from empanada_desktop.backend.events import CheckpointSaved, Message, Progress
+from empanada_desktop.backend.events import CheckpointSaved, Message, Progress, run_to_end
 from empanada_desktop.backend.finetune.checkpoints import load_checkpoint
 from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.loop import finetune
@@ -105,17 +105,6 @@ def test_resume_without_a_checkpoint_gives_the_command_that_starts_again(tiny, t
     assert (run / "tiny_ft.pth").is_file()
 
 
-def _drive(events, on_event):
-    seen = []
-    while True:
-        try:
-            event = next(events)
-        except StopIteration as finished:
-            return seen, finished.value
-        seen.append(event)
-        on_event(event)
-
-
 def test_a_failed_checkpoint_write_does_not_end_the_run(tiny, train_dir, small_disk):
     disk = small_disk(600)
     run = disk.path / "run"
@@ -127,7 +116,7 @@ def test_a_failed_checkpoint_write_does_not_end_the_run(tiny, train_dir, small_d
         elif isinstance(event, Message) and event.level == "warning":
             disk.free_up()
 
-    events, result = _drive(finetune(config), on_event)
+    events, result = run_to_end(finetune(config), on_event)
     warnings = [e.text for e in events if isinstance(e, Message) and e.level == "warning"]
     assert len(warnings) == 1
     assert "step 2" in warnings[0] and "last.pt" in warnings[0] and "Training goes on" in warnings[0]
@@ -148,7 +137,7 @@ def test_a_full_disk_at_export_is_an_error_and_the_run_stays_resumable(tiny, tra
             disk.fill()
 
     with pytest.raises(DiskError) as raised:
-        _drive(finetune(config), on_event)
+        run_to_end(finetune(config), on_event)
     message = str(raised.value)
     assert "could not save the finetuned model" in message
     assert "disk is full" in message or "not enough free disk space" in message
@@ -158,7 +147,7 @@ def test_a_full_disk_at_export_is_an_error_and_the_run_stays_resumable(tiny, tra
 
     disk.free_up()
     resume = FinetuneConfig(model="x", train_dirs=["x"], new_name="x", resume=run, device="cpu")
-    _, result = _drive(finetune(resume), lambda event: None)
+    _, result = run_to_end(finetune(resume), lambda event: None)
     assert result.exported_pth == run / "tiny_ft.pth" and result.exported_pth.is_file()
 
 

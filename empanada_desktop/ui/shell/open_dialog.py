@@ -96,6 +96,24 @@ def _is_ome_zarr_image(datasets: list[DatasetInfo]) -> bool:
     return any(info.name in ("", "/") and info.multiscale for info in datasets)
 
 
+_CANCELLED = object()
+
+
+def _which_dataset(file: Path, dataset: str | None,
+                   choose_dataset: Callable[[Path, list[DatasetInfo]], str | None] | None):
+    """The image to open inside ``file``: ``dataset`` when given; else, for a container holding
+    several images (an OME-Zarr image opens without asking), the answer of ``choose_dataset``
+    (``_CANCELLED`` when the user cancels); None lets the reader take the only one or say which
+    there are."""
+    if dataset is not None or choose_dataset is None or not is_container(file):
+        return dataset
+    infos = list_datasets(file)
+    if len(infos) <= 1 or _is_ome_zarr_image(infos):
+        return None
+    chosen = choose_dataset(file, infos)
+    return _CANCELLED if chosen is None else chosen
+
+
 def _likely_image(datasets: list[DatasetInfo]) -> int:
     """Preselect the largest non-label image (labels are often stored next to the raw data)."""
     def score(info: DatasetInfo):
@@ -148,12 +166,9 @@ def open_into_document(document, path: str | os.PathLike[str], report: Report, *
                 stack, names, shapes = opening.read_folder_stack(file)
                 document.set_image(stack, file, is_stack=True, stack_names=names, stack_shapes=shapes)
                 return str(file)
-        elif is_container(file) and dataset is None:
-            infos = list_datasets(file)
-            if len(infos) > 1 and not _is_ome_zarr_image(infos):
-                dataset = choose_dataset(file, infos)
-                if dataset is None:
-                    return None
+        dataset = _which_dataset(file, dataset, choose_dataset)
+        if dataset is _CANCELLED:
+            return None
         source = open_image(file, dataset)
         show_source(document, source, file)
     except UserError as error:
@@ -179,12 +194,9 @@ def open_labels_source(path: str | os.PathLike[str],
     file, dataset = split_dataset(path)
     if not file.is_dir() and file.suffix.lower() in opening.IMAGE_SUFFIXES and dataset is None:
         return opening.read_labels(file)
-    if dataset is None and is_container(file) and choose_dataset is not None:
-        infos = list_datasets(file)
-        if len(infos) > 1 and not _is_ome_zarr_image(infos):
-            dataset = choose_dataset(file, infos)
-            if dataset is None:
-                return None
+    dataset = _which_dataset(file, dataset, choose_dataset)
+    if dataset is _CANCELLED:
+        return None
     source = open_image(file, dataset)
     if not np.issubdtype(source.dtype, np.integer):
         source.close()
