@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (QDialog, QDockWidget, QFileDialog, QMainWindow, QMenu, QMessageBox,
@@ -192,7 +191,7 @@ class MainWindow(QMainWindow):
             tip="Open a .zarr / .n5 folder or a folder of TIFF slices as one volume")
         self.open_labels_action = self._action("Open &labels...", self.choose_labels, "Ctrl+L")
         self.open_labels_folder_action = self._action(
-            "Open labels folder...", self.choose_labels_folder,
+            "Open labels folder...", lambda: self.choose_labels(folder=True),
             tip="Open OME-Zarr labels (e.g. cell.zarr/labels/mito), a Zarr or an N5 folder as labels")
         self.save_labels_action = self._action("&Save labels as...", self.choose_save_labels, "Ctrl+S")
         self.demo_action = self._action("Open &demo", self.open_demo, tip="Open the demo EM volume")
@@ -243,19 +242,15 @@ class MainWindow(QMainWindow):
         if path:
             self.open_path(path, folder_as=kind)
 
-    def choose_labels(self) -> None:
+    def choose_labels(self, folder: bool = False) -> None:
+        """Ask for a labels file (or, with ``folder``, an OME-Zarr / Zarr / N5 folder) and open it."""
         if self.document.image is None:
             show_error(self, "Cannot do that", "Open an image first, then open its labels onto it.")
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Open labels", self._last_dir(), OPEN_FILTER)
-        if path:
-            self.open_labels(path)
-
-    def choose_labels_folder(self) -> None:
-        if self.document.image is None:
-            show_error(self, "Cannot do that", "Open an image first, then open its labels onto it.")
-            return
-        path = QFileDialog.getExistingDirectory(self, "Open labels folder (OME-Zarr, Zarr, N5)", self._last_dir())
+        if folder:
+            path = QFileDialog.getExistingDirectory(self, "Open labels folder (OME-Zarr, Zarr, N5)", self._last_dir())
+        else:
+            path, _ = QFileDialog.getOpenFileName(self, "Open labels", self._last_dir(), OPEN_FILTER)
         if path:
             self.open_labels(path)
 
@@ -288,7 +283,7 @@ class MainWindow(QMainWindow):
             labels = open_labels_source(path, choose_dataset or (lambda p, infos: ask_dataset(self, p, infos)))
             if labels is None:
                 return False
-            self.document.set_labels(labels, split_dataset(path)[0], copy=isinstance(labels, np.ndarray))
+            self.document.set_labels(labels, split_dataset(path)[0])  # a lazy source is shown as it is
         except (UserError, OSError) as error:
             show_error(self, "Cannot open labels", user_message(error, path))
             return False
