@@ -18,7 +18,7 @@ from torch import nn
 
 from empanada_desktop.backend.models import PADDING_FACTORS, build_model
 from empanada_desktop.backend.torchscript import load_model, script_model, verify_model_file
-from empanada_desktop.core.errors import ModelLoadError
+from empanada_desktop.core.errors import ModelLoadError, UserError
 from empanada_desktop.core.model_config import ModelConfig
 from empanada_desktop.core.registry import ModelRegistry, RegisteredModel
 
@@ -103,3 +103,71 @@ def register_native_model(
         weights = Path(folder) / f"{name}.pth"
         script_model(model).save(str(weights))
         return registry.register(name, config, weights, copy=True, verify=verify_model_file)
+
+
+def to_native(model: torch.nn.Module, model_config: object) -> torch.nn.Module | None:
+    """The native module with ``model``'s weights, or None when it would not compute the same.
+
+    Finetuning trains it (faster than the TorchScript module) and int8 inference traces it with
+    torch.fx. The config must name the architecture; every key must load (strict); each
+    convolution takes its stride, padding and dilation from the file (files made by other
+    versions of the architecture code may differ there); and the two must give the same outputs
+    on a probe input, else None.
+    """
+    if not isinstance(model, torch.jit.ScriptModule):
+        return model
+    architecture = getattr(model_config, "architecture", None)
+    if not architecture:
+        return None
+    state = model.state_dict()
+    fused = any(key.startswith("encoder.conv1.0.") for key in state)
+    try:
+        native = build_model(
+            architecture,
+            encoder=getattr(model_config, "encoder", None) or "resnet50",
+            num_classes=int(getattr(model_config, "num_classes", 1)),
+            fused_encoder=fused,
+        )
+        native.load_state_dict(state, strict=True)
+        _copy_conv_geometry(model, native)
+        difference = _probe_difference(model, native.eval(), int(getattr(model_config, "padding_factor", 16)))
+    except (UserError, RuntimeError, TypeError, ValueError, AttributeError) as error:
+        log.info("no native module for this TorchScript model (%s)", str(error).splitlines()[0])
+        return None
+    if difference > 1e-3:
+        log.info("no native module for this TorchScript model: outputs differ by %.3g on a probe", difference)
+        return None
+    log.info("native %s module with the TorchScript weights", architecture)
+    return native
+
+
+def _copy_conv_geometry(scripted: torch.nn.Module, native: torch.nn.Module) -> None:
+    """Stride, padding, dilation and groups of every convolution, from the file's modules."""
+    scripted_modules = dict(scripted.named_modules())
+    for name, module in native.named_modules():
+        if isinstance(module, nn.Conv2d) and name in scripted_modules:
+            source = scripted_modules[name]
+            for attribute in ("stride", "padding", "dilation", "groups"):
+                value = getattr(source, attribute, None)
+                if value is not None:
+                    setattr(module, attribute, tuple(value) if isinstance(value, list | tuple) else value)
+
+
+def _probe_difference(scripted: torch.nn.Module, native: torch.nn.Module, padding_factor: int) -> float:
+    """Largest absolute difference of the two models' outputs on a seeded random input."""
+    side = max(64, padding_factor)
+    generator = torch.Generator().manual_seed(0)
+    probe = torch.randn(1, 1, side, side, generator=generator)
+    was_training = scripted.training
+    scripted.eval()
+    try:
+        with torch.no_grad():
+            a = scripted(probe, render_steps=1, interpolate_ins=False)
+            b = native(probe, render_steps=1, interpolate_ins=False)
+    finally:
+        scripted.train(was_training)
+    worst = 0.0
+    for key in ("sem_logits", "ctr_hmp", "offsets"):
+        scale = float(a[key].abs().max()) + 1e-6
+        worst = max(worst, float((a[key] - b[key]).abs().max()) / scale)
+    return worst

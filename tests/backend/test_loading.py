@@ -64,3 +64,38 @@ def test_builtin_weights_have_the_released_structure(tmp_path):
     with torch.no_grad(), plain_execution():
         out = loaded(torch.zeros(1, 1, 64, 64))
     assert out["sem_logits"].shape == (1, 1, 64, 64) and out["offsets"].shape == (1, 2, 64, 64)
+
+
+def test_dilated_stage_starts_dilated_as_in_empanada():
+    """empanada's ResNet gives the first block of the dilated layer4 dilation 2 (MitoNet_v1)."""
+    from empanada_desktop.backend.models import build_model
+
+    model = build_model("PanopticDeepLabPR", encoder="resnet50")
+    assert model.encoder.layer4[0].conv2.dilation == (2, 2)
+    assert model.encoder.layer4[0].conv2.padding == (2, 2)
+
+
+def test_to_native_takes_conv_geometry_from_the_file_and_checks_outputs():
+    """A file whose convolutions differ from today's architecture code (e.g. made before the
+    dilation fix) still gets a native module that computes what the file computes."""
+    import torch
+
+    from empanada_desktop.backend.loading import to_native
+    from empanada_desktop.backend.models import build_model
+    from empanada_desktop.backend.torchscript import script_model
+    from empanada_desktop.core.model_config import ModelConfig
+
+    torch.manual_seed(0)
+    old = build_model("PanopticDeepLabPR", encoder="resnet18").eval()
+    conv = old.encoder.layer4[0].conv1  # BasicBlock: its first conv carries the block's dilation
+    conv.dilation, conv.padding = (1, 1), (1, 1)
+    scripted = script_model(old)
+    config = ModelConfig(class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="x.pth",
+                         padding_factor=16, architecture="PanopticDeepLabPR", encoder="resnet18")
+    native = to_native(scripted, config)
+    assert native is not None and native.encoder.layer4[0].conv1.dilation == (1, 1)
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        a = scripted(x, render_steps=1, interpolate_ins=False)["ctr_hmp"]
+        b = native(x, render_steps=1, interpolate_ins=False)["ctr_hmp"]
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)

@@ -21,7 +21,7 @@ def load_base_model(name: str) -> tuple[torch.nn.Module, object]:
     team's shared 2-core CPU (MitoNet_v1 architecture, batch 4, 256 px, bf16 autocast, one
     training step): 4-5 s eager against 6-7 s for the TorchScript module under the same load. Otherwise the TorchScript module itself is trained, as empanada does.
     """
-    from empanada_desktop.backend.loading import load_registered
+    from empanada_desktop.backend.loading import load_registered, to_native
 
     model, model_config = load_registered(name, device="cpu")
     native = to_native(model, model_config)
@@ -70,32 +70,6 @@ def trainable_counts(model_name: str) -> dict[str, int]:
 
     model, _ = load_base_model(model_name)
     return dict(trainable_parameter_counts(model))
-
-
-def to_native(model: torch.nn.Module, model_config: object) -> torch.nn.Module | None:
-    """The native module with ``model``'s weights, or None when there is no exact match."""
-    if not isinstance(model, torch.jit.ScriptModule):
-        return model
-    architecture = getattr(model_config, "architecture", None)
-    if not architecture:
-        return None
-    from empanada_desktop.backend.models import build_model
-
-    state = model.state_dict()
-    fused = any(key.startswith("encoder.conv1.0.") for key in state)
-    try:
-        native = build_model(
-            architecture,
-            encoder=getattr(model_config, "encoder", None) or "resnet50",
-            num_classes=int(getattr(model_config, "num_classes", 1)),
-            fused_encoder=fused,
-        )
-        native.load_state_dict(state, strict=True)
-    except (UserError, RuntimeError, TypeError, ValueError) as error:
-        log.info("training the TorchScript module as is (no native match: %s)", str(error).splitlines()[0])
-        return None
-    log.info("training the native %s module with the registered weights", architecture)
-    return native
 
 
 def check_patch_size(config: FinetuneConfig, padding_factor: int) -> None:

@@ -169,7 +169,7 @@ def test_stage4_trains_more_than_none_on_an_empanada_format_torchscript_model(ap
 def test_registered_torchscript_model_trains_as_the_equivalent_native_module(tiny_model):
     import dataclasses
 
-    from empanada_desktop.backend.finetune.setup import to_native
+    from empanada_desktop.backend.loading import to_native
     from empanada_desktop.backend.loading import load_registered
 
     scripted, model_config = load_registered(tiny_model)

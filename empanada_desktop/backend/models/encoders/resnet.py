@@ -165,10 +165,12 @@ class ResNet(nn.Module):
         self._init_weights()
 
     def _make_stage(self, block, width: int, depth: int, stride: int, dilate: bool) -> nn.Sequential:
-        first_dilation = self._dilation
         if dilate:
             self._dilation *= stride
             stride = 1
+        # The first block of a dilated stage already dilates, as in empanada's ResNet (torchvision
+        # keeps the previous stage's dilation there). MitoNet_v1's layer4.0.conv2: dilation 2.
+        first_dilation = self._dilation
         blocks = [block(self._nin, width, stride, self._dilation, first_dilation, fused=self.fused)]
         self._nin = width * block.expansion
         for _ in range(1, depth):
