@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--layers", nargs="+", default=["none", "all"])
     parser.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--frozen-int8", default="auto", choices=("auto", "on", "off"),
+                        help="frozen encoder layers in int8 (the app's default: auto = on a CPU in fp32)")
     parser.add_argument("--images", type=int, default=32, help="synthetic training images (default 32)")
     parser.add_argument("--out", type=Path, help="also write the results as JSON here")
     parser.add_argument("--empanada-python", type=Path, metavar="PYTHON",
@@ -113,7 +115,7 @@ def time_setting(model: str, data: Path, run_dir: Path, layers: str, device: str
     config = FinetuneConfig(
         model=model, train_dirs=[data], new_name=f"bench_{layers}", layers=layers, iterations=total,
         patch_size=args.patch_size, batch_size=args.batch_size, device=device, out_dir=run_dir,
-        precision=args.precision, checkpoint_every=0, validations=0, register=False,
+        precision=args.precision, checkpoint_every=0, validations=0, register=False, frozen_int8=args.frozen_int8,
     )
     notes = []
     started = time.perf_counter()

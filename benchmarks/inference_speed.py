@@ -96,10 +96,11 @@ def _mitonet_config():
     return ModelRegistry().get("MitoNet_v1").config
 
 
-def time_2d(model, model_config, image, device, repeats, center_confidence) -> tuple[float, np.ndarray]:
+def time_2d(model, model_config, image, device, repeats, center_confidence, int8="off") -> tuple[float, np.ndarray, str]:
+    """Median seconds of ``repeats`` runs after a warm-up run (which also calibrates int8)."""
     # The default tile size (2048) leaves a 1024 px image whole, like empanada's Engine2d (tile 0).
     engine = Engine2D(
-        model, model_config, InferenceConfig(center_confidence_thr=center_confidence), device=device
+        model, model_config, InferenceConfig(center_confidence_thr=center_confidence, int8=int8), device=device
     )
     labels = engine.segment(image)  # warm-up
     times = []
@@ -109,16 +110,29 @@ def time_2d(model, model_config, image, device, repeats, center_confidence) -> t
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return statistics.median(times), labels
+    return statistics.median(times), labels, engine.precision_note
 
 
-def time_3d(model, model_config, volume_path, out_path, device, center_confidence) -> float:
+def time_3d(model, model_config, volume_path, out_path, device, center_confidence, int8="off") -> tuple[float, str]:
+    """Seconds of one whole ``segment_volume`` run (int8 calibration included)."""
+    from empanada_desktop.backend.events import Message
+
     config = InferenceConfig(median_kernel=3, min_size=500, min_extent=4,
-                             center_confidence_thr=center_confidence)
+                             center_confidence_thr=center_confidence, int8=int8)
     start = time.perf_counter()
-    for _ in segment_volume(model, str(volume_path), config, out_path, model_config=model_config, device=device):
-        pass
-    return time.perf_counter() - start
+    note = ""
+    for event in segment_volume(model, str(volume_path), config, out_path, model_config=model_config, device=device):
+        if isinstance(event, Message) and event.text.startswith("model precision"):
+            note = event.text
+    return time.perf_counter() - start, note
+
+
+def agreement(ours: np.ndarray, reference: np.ndarray) -> str:
+    """Foreground IoU and object counts of two label images (the int8 criterion: IoU >= 0.99,
+    counts within 1%)."""
+    a, b = len(np.unique(ours)) - 1, len(np.unique(reference)) - 1
+    return (f"foreground IoU {semantic_iou(ours, reference):.4f}, objects {a} vs {b} "
+            f"({100.0 * (a - b) / max(b, 1):+.1f}%)")
 
 
 def forward_flops(model, model_config, image, device, center_confidence) -> int:
@@ -131,13 +145,14 @@ def summary(rows: list[tuple[str, float, int, float | None]], bound: dict | None
     """(what, our seconds, FLOPs, empanada's seconds or None) -> one line each."""
     print("summary (model GFLOP/s from FlopCounterMode's count; bound from cpu_bound.py):")
     for what, ours, flops, theirs in rows:
+        precision = "int8" if "int8=on" in what else "fp32"  # int8 rows: against empanada's quantized engine
         line = f"  {what}: ours {ours:.2f} s, {flops / 1e9:.0f} GFLOP"
         if bound is not None:
-            line += f", {fraction_text(flops, ours, 'fp32', bound)}"
+            line += f", {fraction_text(flops, ours, precision, bound)}"
         if theirs is not None:
-            line += f"; empanada-napari {theirs:.2f} s (ours {theirs / ours:.2f}x)"
+            line += f"; empanada-napari {'quantized' if precision == 'int8' else 'fp32'} {theirs:.2f} s (ours {theirs / ours:.2f}x)"
             if bound is not None:
-                line += f", {fraction_text(flops, theirs, 'fp32', bound)}"
+                line += f", {fraction_text(flops, theirs, precision, bound)}"
         print(line, flush=True)
 
 
@@ -171,6 +186,8 @@ def main(argv=None) -> int:
                         help="center heatmap threshold for both engines (lower it for a briefly trained model)")
     parser.add_argument("--bound", type=Path, metavar="JSON",
                         help="the CPU bound from `cpu_bound.py --json` (default: measure it first)")
+    parser.add_argument("--int8", choices=("both", "on", "off"), default="both",
+                        help="our engine in float32 (off), int8 (on) or both, side by side (default both)")
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.stack, args.repeats = 256, "4x128x128", 1
@@ -181,46 +198,88 @@ def main(argv=None) -> int:
     bound = load_or_measure(args.bound) if device.type == "cpu" else None
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads")
     rows = []
+    precisions = {"both": ("off", "on"), "on": ("on",), "off": ("off",)}[args.int8]
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         image = synthetic_em((args.size, args.size))
         model, model_config, config_yaml = make_model(folder, args.weights, args.config)
         image_path = folder / "image.tif"
         tifffile.imwrite(image_path, image)
-        seconds, labels = time_2d(model, model_config, image, device, args.repeats, args.center_confidence)
-        print(f"2D {args.size} x {args.size}: {seconds:.2f} s (median of {args.repeats})")
-        flops_2d = forward_flops(model, model_config, image, device, args.center_confidence)
-        their_seconds = None
+        reference = args.empanada_python and config_yaml is not None
         common = ["--config", str(config_yaml), "--confidence", "0.5",
                   "--center-confidence", str(args.center_confidence), "--device", "cpu"]
-        if args.empanada_python and config_yaml is not None:
-            theirs = folder / "empanada_labels.tif"
-            result = run_reference(args.empanada_python, "infer2d", *common, "--image", str(image_path),
-                                   "--out", str(theirs), "--repeats", str(args.repeats))
-            their_seconds = statistics.median(result["seconds"])
-            print(f"  empanada-napari Engine2d: {their_seconds:.2f} s -> ours is "
-                  f"{their_seconds / seconds:.2f}x faster; {compare(labels, tifffile.imread(theirs))}")
-        rows.append((f"2D {args.size} x {args.size}", seconds, flops_2d, their_seconds))
+        quantized = None
+        if reference and "on" in precisions and device.type == "cpu":
+            quantized = folder / "empanada_quantized.pth"
+            made = run_reference(args.empanada_python, "quantize", "--config", str(config_yaml),
+                                 "--calibration", str(image_path), "--out", str(quantized))
+            if made.get("error"):
+                print(f"  empanada's quantized model could not be made: {made['error']}")
+                quantized = None
+            else:
+                print(f"  empanada's quantized model made with its own code in {made.get('seconds', 0):.1f} s")
+        flops_2d = forward_flops(model, model_config, image, device, args.center_confidence)
+        theirs_2d: dict[str, tuple[float, np.ndarray]] = {}
+        if reference:
+            for kind, extra in (("fp32", []), ("quantized", ["--quantized", str(quantized)] if quantized else None)):
+                if extra is None:
+                    continue
+                out = folder / f"empanada_{kind}.tif"
+                result = run_reference(args.empanada_python, "infer2d", *common, "--image", str(image_path),
+                                       "--out", str(out), "--repeats", str(args.repeats), *extra)
+                if result.get("error"):
+                    print(f"  empanada-napari Engine2d {kind}: {result['error']}")
+                    continue
+                theirs_2d[kind] = (statistics.median(result["seconds"]), tifffile.imread(out))
+                print(f"2D empanada-napari Engine2d {kind}: {theirs_2d[kind][0]:.2f} s")
+        ours_2d = {}
+        for int8 in precisions:
+            seconds, labels, note = time_2d(model, model_config, image, device, args.repeats,
+                                            args.center_confidence, int8)
+            ours_2d[int8] = labels
+            line = f"2D {args.size} x {args.size} ours, int8={int8}: {seconds:.2f} s (median of {args.repeats}); {note}"
+            for kind, (their_seconds, their_labels) in theirs_2d.items():
+                line += (f"\n    vs empanada-napari {kind} {their_seconds:.2f} s: ours {their_seconds / seconds:.2f}x; "
+                         f"{agreement(labels, their_labels)}")
+            print(line, flush=True)
+            rows.append((f"2D {args.size} x {args.size}, int8={int8}", seconds, flops_2d,
+                         theirs_2d.get("quantized" if int8 == "on" else "fp32", (None,))[0]))
+        if len(ours_2d) == 2:
+            print(f"  int8 vs float32 labels (ours): {agreement(ours_2d['on'], ours_2d['off'])}")
         if args.stack:
             shape = tuple(int(v) for v in args.stack.split("x"))
             volume_path = folder / "stack.tif"
             tifffile.imwrite(volume_path, synthetic_em(shape, seed=1), photometric="minisblack")
-            ours_3d = folder / "stack_labels.tif"
-            seconds_3d = time_3d(model, model_config, volume_path, ours_3d, device, args.center_confidence)
-            print(f"3D {args.stack}: {seconds_3d:.1f} s ({seconds_3d / shape[0]:.2f} s per slice)")
             slice_image = synthetic_em(shape[1:], seed=1)
             flops_3d = shape[0] * forward_flops(model, model_config, slice_image, device, args.center_confidence)
-            their_3d = None
-            if args.empanada_python and config_yaml is not None:
-                theirs = folder / "empanada_stack_labels.tif"
-                result = run_reference(args.empanada_python, "infer3d", *common, "--volume", str(volume_path),
-                                       "--out", str(theirs), "--median", "3", "--min-size", "500",
-                                       "--min-extent", "4")
-                print(f"  empanada-napari Engine3d: {result['seconds']:.1f} s -> ours is "
-                      f"{result['seconds'] / seconds_3d:.2f}x faster; "
-                      f"{compare(tifffile.imread(ours_3d), tifffile.imread(theirs))}")
-                their_3d = result["seconds"]
-            rows.append((f"3D {args.stack} (xy, {shape[0]} slices)", seconds_3d, flops_3d, their_3d))
+            theirs_3d: dict[str, tuple[float, np.ndarray]] = {}
+            if reference:
+                for kind, extra in (("fp32", []), ("quantized", ["--quantized", str(quantized)] if quantized else None)):
+                    if extra is None:
+                        continue
+                    out = folder / f"empanada_stack_{kind}.tif"
+                    result = run_reference(args.empanada_python, "infer3d", *common, "--volume", str(volume_path),
+                                           "--out", str(out), "--median", "3", "--min-size", "500",
+                                           "--min-extent", "4", *extra)
+                    if result.get("error"):
+                        print(f"  empanada-napari Engine3d {kind}: {result['error']}")
+                        continue
+                    theirs_3d[kind] = (result["seconds"], tifffile.imread(out))
+                    print(f"3D empanada-napari Engine3d {kind}: {theirs_3d[kind][0]:.1f} s")
+            ours_3d = {}
+            for int8 in precisions:
+                out = folder / f"stack_labels_{int8}.tif"
+                seconds_3d, note = time_3d(model, model_config, volume_path, out, device, args.center_confidence, int8)
+                ours_3d[int8] = tifffile.imread(out)
+                line = f"3D {args.stack} ours, int8={int8}: {seconds_3d:.1f} s ({seconds_3d / shape[0]:.2f} s per slice); {note}"
+                for kind, (their_seconds, their_labels) in theirs_3d.items():
+                    line += (f"\n    vs empanada-napari {kind} {their_seconds:.1f} s: ours {their_seconds / seconds_3d:.2f}x; "
+                             f"{agreement(ours_3d[int8], their_labels)}")
+                print(line, flush=True)
+                rows.append((f"3D {args.stack} (xy, {shape[0]} slices), int8={int8}", seconds_3d, flops_3d,
+                             theirs_3d.get("quantized" if int8 == "on" else "fp32", (None,))[0]))
+            if len(ours_3d) == 2:
+                print(f"  int8 vs float32 labels (ours, 3D): {agreement(ours_3d['on'], ours_3d['off'])}")
     summary(rows, bound)
     return 0
 

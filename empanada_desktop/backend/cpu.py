@@ -9,6 +9,7 @@ torch's own capability string is known and the ``kind`` label is derived from it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import platform
@@ -165,7 +166,27 @@ def detect_cpu(cpuinfo: CpuInfoText | None, torch_capability: str, onednn_bf16: 
     return CpuCapability(model, physical, logical, flags, torch_capability, native)
 
 
+_ABOVE_AVX2 = frozenset({"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"})
+
+
+def capped_to_avx2(environ=os.environ) -> bool:
+    """True when torch and oneDNN are told to use at most AVX2 (``ATEN_CPU_CAPABILITY=avx2`` and
+    ``ONEDNN_MAX_CPU_ISA=AVX2``): how an AVX-512 machine stands in for an AVX2-only one."""
+    aten = environ.get("ATEN_CPU_CAPABILITY", "").lower()
+    onednn = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
+    return aten in ("avx2", "default") and onednn.startswith(("AVX2", "AVX", "SSE"))
+
+
+def apply_cap(cpu: CpuCapability, capped: bool) -> CpuCapability:
+    """``cpu`` as the capped torch sees it: no flag above AVX2, no native bf16."""
+    if not capped:
+        return cpu
+    return dataclasses.replace(cpu, flags=cpu.flags - _ABOVE_AVX2, native_bf16=False,
+                               model=f"{cpu.model} (capped to AVX2 by ATEN_CPU_CAPABILITY/ONEDNN_MAX_CPU_ISA)")
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_capability_info() -> CpuCapability:
-    """This machine's CPU (read once)."""
-    return detect_cpu(_read_cpuinfo(), _torch_capability(), _onednn_bf16(), _core_counts())
+    """This machine's CPU (read once), as capped by the environment (``capped_to_avx2``)."""
+    cpu = detect_cpu(_read_cpuinfo(), _torch_capability(), _onednn_bf16(), _core_counts())
+    return apply_cap(cpu, capped_to_avx2())

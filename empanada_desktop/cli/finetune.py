@@ -52,6 +52,8 @@ def register(subparsers) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=default_of("precision"))
     parser.add_argument("--checkpoint-every", type=int, default=default_of("checkpoint_every"), metavar="N",
                         help=f"save every N steps (default {default_of('checkpoint_every')})")
+    parser.add_argument("--frozen-int8", choices=("auto", "on", "off"), default=default_of("frozen_int8"),
+                        help="run the frozen encoder layers in int8 (auto: on a CPU training in float32)")
     parser.add_argument("--max-lr", type=float, default=default_of("max_lr"),
                         help=f"peak learning rate of the one-cycle schedule (default {default_of('max_lr')})")
     parser.add_argument("--encoder-lr-scale", type=float, default=default_of("encoder_lr_scale"), metavar="F",
@@ -100,6 +102,7 @@ def _config_from_args(args: argparse.Namespace):
         grad_clip=args.grad_clip,
         health_check=args.health_check,
         health_every=args.health_every,
+        frozen_int8=args.frozen_int8,
         duplicate_patches=args.duplicate_patches,
         register=args.register,
     )

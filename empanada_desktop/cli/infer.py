@@ -47,6 +47,9 @@ def register(subparsers) -> None:
     infer.add_argument("--min-size", type=int, default=500, help="stacks: smallest object in voxels")
     infer.add_argument("--min-extent", type=int, default=4, help="stacks: thinnest object in slices")
     infer.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    infer.add_argument("--int8", choices=("auto", "on", "off"), default="auto",
+                       help="CPU: run the model in int8, calibrated on the image and checked against "
+                            "float32 (auto: for stacks and large images)")
     infer.add_argument("--overwrite", action="store_true",
                        help="replace a TIFF OUTPUT if it exists (a .zarr output of the same job is "
                        "resumed instead; never allowed when OUTPUT is the input image)")
@@ -95,6 +98,7 @@ def _config(args: argparse.Namespace):
         min_extent=args.min_extent,
         ortho=args.ortho,
         vote_thr=args.vote,
+        int8=args.int8,
     )
 
 
@@ -238,9 +242,11 @@ def _infer_2d(args, image, model, model_config, config, device, source=None) -> 
             print(f"note: {Path(args.image).name}: {note}", file=sys.stderr)
     bar = _ProgressBar()
     bar.update(0, 1, "segmenting")
-    labels = Engine2D(model, model_config, config, device).segment(image)
+    engine = Engine2D(model, model_config, config, device)
+    labels = engine.segment(image)
     bar.update(1, 1, f"{len(np.unique(labels[labels > 0]))} objects")
     bar.close()
+    print(f"info: model precision: {engine.precision_note}", file=sys.stderr)
     if _is_zarr_output(args.output):
         from empanada_desktop.core.volumes.zarr_io import write_labels
 

@@ -61,6 +61,8 @@ def register(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=default("seed"))
     parser.add_argument("--precision", choices=PRECISIONS, default=default("precision"))
     parser.add_argument("--checkpoint-every", type=int, default=default("checkpoint_every"), metavar="N")
+    parser.add_argument("--frozen-int8", choices=("auto", "on", "off"), default=default("frozen_int8"),
+                        help="run the frozen encoder layers in int8 (auto: on a CPU training in float32)")
     parser.add_argument("--duplicate-patches", action="store_true",
                         help="allow fewer images than the batch size by repeating patches")
     parser.add_argument("--no-register", dest="register", action="store_false",
@@ -100,7 +102,7 @@ def config_from_args(args: argparse.Namespace):
         layers=args.layers, iterations=args.iterations, patch_size=args.patch_size, batch_size=args.batch_size,
         weight_gamma=args.weight_gamma, device=args.device, new_name=args.new_name, out_dir=args.out,
         seed=args.seed, precision=args.precision, checkpoint_every=args.checkpoint_every,
-        duplicate_patches=args.duplicate_patches, register=args.register,
+        frozen_int8=args.frozen_int8, duplicate_patches=args.duplicate_patches, register=args.register,
     )
     if init_file is not None and os.environ.get("RANK", "0") == "0":
         # Imported once into the app home (rank 0 under torchrun); this run reads the file given.

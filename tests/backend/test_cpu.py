@@ -123,3 +123,15 @@ def test_flop_count_of_a_tiny_conv_model_is_the_analytic_count():
     assert count_flops(step) == forward + (2 * forward - first)
     assert count_flops(model.to("meta"), x.to("meta")) == forward  # counted without computing
     assert gflops_per_second(4e9, 2.0) == 2.0
+
+
+def test_avx2_cap_from_the_environment_hides_avx512_and_bf16():
+    from empanada_desktop.backend.cpu import CpuCapability, apply_cap, capped_to_avx2
+
+    assert capped_to_avx2({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert not capped_to_avx2({"ATEN_CPU_CAPABILITY": "avx2"})  # oneDNN would still use AVX-512
+    assert not capped_to_avx2({})
+    cpu = CpuCapability("EPYC", 2, 2, frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}), "AVX2", True)
+    capped = apply_cap(cpu, True)
+    assert capped.kind == "AVX2" and not capped.native_bf16 and "capped" in capped.model
+    assert apply_cap(cpu, False) is cpu

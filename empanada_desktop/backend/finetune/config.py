@@ -63,6 +63,8 @@ class FinetuneConfig:
         health_check: watch every step for a blow-up (non-finite loss or gradients, encoder
             output scale or gradient norm growing by orders of magnitude); stop and roll back.
         health_every: measure the encoder's output scale every N steps (and at checkpoints).
+        frozen_int8: run the frozen encoder stages in int8 (``frozen_int8.py``): ``auto`` on a
+            CPU training in float32, ``on``, ``off``.
     """
 
     model: str
@@ -91,6 +93,7 @@ class FinetuneConfig:
     grad_clip: float | None = None
     health_check: bool = True
     health_every: int = 5
+    frozen_int8: str = "auto"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +141,8 @@ class FinetuneConfig:
         if not isinstance(self.health_check, bool):
             raise ConfigError(f"health_check {self.health_check!r}: use true or false.")
         _positive_int("health_every", self.health_every)
+        if self.frozen_int8 not in ("auto", "on", "off"):
+            raise ConfigError(f"frozen_int8 {self.frozen_int8!r}: choose auto, on or off.")
         if not isinstance(self.device, str) or not self.device:
             raise ConfigError("device: use auto, cpu, cuda, cuda:N or mps.")
 

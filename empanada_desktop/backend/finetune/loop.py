@@ -173,6 +173,9 @@ def _prepare(config: FinetuneConfig) -> Iterator[Event]:
         yield Message(note)
 
     trainer = Trainer(model, model_config, config, device, precision)
+    # Calibrated on step 1's batch whether the run starts or resumes: the same int8 layers.
+    if note := trainer.use_frozen_int8(trainer.make_batch_fn(data)(1).images):
+        yield Message(note)
     counts = trainer.counts
     yield Message(
         f"Trainable parameters with layers '{config.layers}': {counts[config.layers]:,} "
@@ -364,6 +367,7 @@ def estimate_seconds_per_step(config: FinetuneConfig, steps: int = 2) -> float:
     optimizer = make_optimizer(trainer.model, config.max_lr, config.weight_decay, config.encoder_lr_scale)
     scaler = precision.scaler()
     batch = synthetic_batch(config.batch_size, config.patch_size, seed=config.seed)
+    trainer.use_frozen_int8(batch.images)
     try:
         timings = []
         for index in range(max(1, steps) + 1):

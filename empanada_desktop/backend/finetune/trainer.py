@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -13,6 +14,7 @@ from empanada_desktop.backend.finetune.config import FinetuneConfig
 from empanada_desktop.backend.finetune.data import Batch, TrainingData
 from empanada_desktop.backend.finetune.losses import PanopticLoss
 from empanada_desktop.backend.finetune.precision import Precision
+from empanada_desktop.backend.inference.int8 import running_model
 from empanada_desktop.backend.runtime import tune_cpu_runtime
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,22 @@ class Trainer:
         self.forward_module = distributed.wrap_model(model, device)
         self.criterion = PanopticLoss.from_params(getattr(model_config, "criterion_params", None))
         self.grad_norms: dict[str, torch.Tensor] | None = None  # per part, when clipping measured them
+        self.frozen_int8 = None  # a FrozenInt8 once use_frozen_int8 prepared it
+
+    def use_frozen_int8(self, images: torch.Tensor) -> str | None:
+        """Run the frozen encoder stages in int8 when ``config.frozen_int8`` asks for it here;
+        ``images`` (normalised, N x 1 x H x W) calibrate. Returns a note for the user, or None."""
+        from empanada_desktop.backend.finetune import frozen_int8
+        from empanada_desktop.backend.inference.int8 import Int8Unavailable
+
+        units = frozen_int8.frozen_units(self.model, self.config.layers)
+        if not frozen_int8.wanted(self.config.frozen_int8, self.device, self.precision.name, units):
+            return None
+        try:
+            self.frozen_int8 = frozen_int8.build(self.model, units, images.to(self.device))
+        except Int8Unavailable as error:
+            return f"Frozen layers stay in float32: {error}"
+        return self.frozen_int8.note()
 
     def train_mode(self) -> None:
         """``model.train()``, then frozen BatchNorm layers back to eval (their statistics stay)."""
@@ -96,7 +114,8 @@ class Trainer:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
-        with self.precision.autocast():
+        frozen = self.frozen_int8.active(self.model) if self.frozen_int8 is not None else contextlib.nullcontext()
+        with frozen, self.precision.autocast(), running_model():
             output = self.forward_module(images)
         # The loss itself runs in float32 (losses.py casts), outside autocast.
         return self.criterion(output, targets)

@@ -191,6 +191,9 @@ class _Job:
     torch_threads: int | None
     gpus: int
     stop_name: str | None
+    # uint8 image on which every worker calibrates int8 (InferenceConfig.int8), so that all
+    # workers and every re-run compute with the same int8 model; None when int8 is off.
+    calibration: object = None
 
 
 _ENGINES: dict = {}
@@ -235,6 +238,8 @@ def _engine(job: _Job):
     with _ENGINES_LOCK:
         MODEL_LOADS[0] += 1
     engine = Engine2D(model, model_config, job.config, device=device, optimize=True)
+    if job.calibration is not None:
+        engine.prepare(job.calibration)
     with _ENGINES_LOCK:
         _ENGINES[key] = engine
     return engine
@@ -585,6 +590,17 @@ def _run_tasks(client, function, job_future, todo, extra, stop, on_done, window)
     return True
 
 
+def _calibration_image(slices: SliceSource, config: InferenceConfig, side: int = 1024):
+    """The middle ``side`` x ``side`` pixels of the middle xy slice, uint8, for int8 calibration
+    (read as one region, however large the volume); None when int8 is off."""
+    if config.int8 == "off":
+        return None
+    z, height, width = slices.shape
+    y0, x0 = max(0, (height - side) // 2), max(0, (width - side) // 2)
+    region = np.asarray(slices.volume[z // 2 : z // 2 + 1, y0 : y0 + side, x0 : x0 + side])
+    return SliceSource(region, scaling=(slices.low, slices.scale)).get("xy", 0)
+
+
 def segment_blockwise(
     model: str | ModelRef,
     image,
@@ -651,7 +667,7 @@ def segment_blockwise(
     stop_name = f"empanada-stop-{uuid.uuid4().hex}"
     threads = connection.torch_threads if connection else blocks.cluster.threads
     job = _Job(source, model_ref, config, grid, (slices.low, slices.scale), str(out_path),
-               threads, connection.gpus if connection else 0, stop_name)
+               threads, connection.gpus if connection else 0, stop_name, _calibration_image(slices, config))
     try:
         from distributed import Event
 

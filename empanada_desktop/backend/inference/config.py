@@ -14,6 +14,7 @@ from empanada_desktop.core.errors import ConfigError
 
 PLANES = ("xy", "xz", "yz")
 DOWNSAMPLE_CHOICES = (1, 2, 4, 8, 16)
+INT8_CHOICES = ("auto", "on", "off")  # the same as backend/inference/int8.py, which imports torch
 INT32_MAX = 2**31 - 1
 
 
@@ -46,6 +47,9 @@ class InferenceConfig:
             the three agree.
         vote_thr: 1, 2 or 3 (of 3 planes).
         allow_one_view: in ortho mode, also keep objects that only one plane found.
+        int8: on the CPU, run the model in 8-bit integers, calibrated on the image and checked
+            against float32 (backend/inference/int8.py): "auto" (when it pays: stacks, large
+            images, or a model already calibrated in this session), "on", or "off".
     """
 
     confidence_thr: float = 0.5
@@ -65,6 +69,7 @@ class InferenceConfig:
     ortho: bool = False
     vote_thr: int = 2
     allow_one_view: bool = False
+    int8: str = "auto"
 
     def __post_init__(self) -> None:
         if not 0.0 < self.confidence_thr < 1.0:
@@ -104,6 +109,8 @@ class InferenceConfig:
             )
         if self.min_size < 0 or self.min_extent < 0:
             raise ConfigError("min_size and min_extent cannot be negative")
+        if self.int8 not in INT8_CHOICES:
+            raise ConfigError(f"int8 is {self.int8!r}: choose one of {', '.join(INT8_CHOICES)}")
         if self.vote_thr not in (1, 2, 3):
             raise ConfigError(f"vote_thr is {self.vote_thr}: choose 1, 2 or 3 (of 3 planes)")
 

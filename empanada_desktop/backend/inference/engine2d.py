@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from empanada_desktop.backend.inference import int8
 from empanada_desktop.backend.inference.components import panoptic_ids
 from empanada_desktop.backend.inference.config import InferenceConfig
 from empanada_desktop.backend.inference.postprocess import PostprocessParams, postprocess, semantic_probabilities
@@ -72,6 +73,9 @@ class Engine2D:
 
     ``optimize=True`` runs a frozen, inference-optimised copy of a TorchScript model on the CPU
     (see ``backend.torchscript.optimized_for_cpu``): worth its one-off cost when many slices or tiles follow.
+
+    On the CPU the first ``forward`` decides between float32 and int8 (``InferenceConfig.int8``,
+    ``backend/inference/int8.py``); ``precision`` and ``precision_note`` then say which and why.
     """
 
     def __init__(self, model, model_config, inference_config: InferenceConfig | None = None, device=None,
@@ -86,9 +90,10 @@ class Engine2D:
             device = resolve_device(self.config.device)
         self.device = torch.device(device)
         self.model = model.eval().to(self.device)
-        self._runnable = (
-            optimized_for_cpu(self.model) if optimize and self.device.type == "cpu" else self.model
-        )
+        self._optimize = optimize
+        self._runnable = None  # chosen by the first forward (float32, optimised, or int8)
+        self.precision = "float32"
+        self.precision_note = ""
         self.mean = float(model_config.norms.mean)
         self.std = float(model_config.norms.std)
         self.padding_factor = int(model_config.padding_factor)
@@ -120,13 +125,51 @@ class Engine2D:
         pad_w = -x.shape[1] % multiple
         return F.pad(x[None, None], (0, pad_w, 0, pad_h))
 
+    def prepare(self, image: np.ndarray) -> str:
+        """Choose float32 or int8 now, calibrating int8 on ``image`` (uint8 (H, W)) if it is tried.
+
+        Without this call the first image segmented is the calibration image; a stack calls it
+        with a middle slice. Returns ``precision_note``.
+        """
+        if self._runnable is None:
+            self._choose_runnable(self._normalise(as_uint8(image)))
+        return self.precision_note
+
+    def _choose_runnable(self, x: torch.Tensor) -> None:
+        """float32 (optimised when asked) or int8, once, from a normalised input ``x``."""
+        choice = self.config.int8
+        known = int8.cached(self.model)
+        if int8.wanted(choice, self.device, pixels=int(x.shape[-2] * x.shape[-1]), reused=self._optimize,
+                       cached=isinstance(known, int8.Int8Model)):
+            tiles = int8.calibration_tiles(F.avg_pool2d(x, self.downsample) if self.downsample > 1 else x)
+            try:
+                quantized = int8.for_model(self.model, self.model_config, tiles, render_steps=self.render_steps,
+                                           confidence=self.config.confidence_thr)
+            except int8.Int8Unavailable as error:
+                self.precision_note = f"float32: {error}"
+                log.info("%s", self.precision_note)
+            else:
+                self._runnable = quantized.module
+                self.precision = "int8"
+                self.precision_note = (
+                    f"int8 (calibrated on this {'stack' if self._optimize else 'image'} in {quantized.seconds:.1f} s; "
+                    f"foreground IoU with float32 {quantized.agreement:.3f})"
+                )
+                return
+        elif choice != "off" and self.device.type == "cpu":
+            reason = int8.unavailable_reason(self.device)
+            self.precision_note = f"float32: {reason}" if reason else "float32 (int8 would not repay its calibration on one small image)"
+        else:
+            self.precision_note = "float32" if choice == "off" or self.device.type == "cpu" else f"float32 on {self.device}"
+        self._runnable = optimized_for_cpu(self.model) if self._optimize and self.device.type == "cpu" else self.model
+
     def _run_model(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(1, 1, h, w) normalised input at full resolution -> (sem_logits, ctr_hmp, offsets)."""
         full = x.shape[-2:]
         if self.downsample > 1:
             x = F.avg_pool2d(x, self.downsample)
         try:
-            with plain_execution():
+            with plain_execution(), int8.running_model():
                 out = self._runnable(x, render_steps=self.render_steps, interpolate_ins=False)
         except (RuntimeError, TypeError) as error:
             if isinstance(error, torch.OutOfMemoryError):
@@ -145,6 +188,9 @@ class Engine2D:
         """Run the model over a uint8 (H, W) image, in tiles when it is larger than a tile."""
         height, width = image.shape
         x = self._normalise(image)
+        if self._runnable is None:
+            with torch.inference_mode(False):  # calibration needs ordinary tensors
+                self._choose_runnable(self._normalise(image))
         padded_h, padded_w = x.shape[-2:]
         tiles = plan_tiles(
             padded_h, padded_w, self.config.tile_size, self.config.tile_overlap,

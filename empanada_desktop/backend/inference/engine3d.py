@@ -208,6 +208,8 @@ def segment_volume(
     source = SliceSource(volume)
     if source.note:
         yield Message(source.note)
+    # float32 or int8 (InferenceConfig.int8), calibrated on the middle slice of the first plane.
+    yield Message(f"model precision: {engine.prepare(source.get(config.plane, source.count(config.plane) // 2))}")
     planes = ("xy", "xz", "yz") if config.ortho else (config.plane,)
     clock = _Clock(sum(source.count(p) for p in planes) + source.shape[0] * (3 if config.ortho else 1))
     out_path.parent.mkdir(parents=True, exist_ok=True)

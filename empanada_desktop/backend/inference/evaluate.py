@@ -19,13 +19,18 @@ from empanada_desktop.core.metrics import aggregate, panoptic_quality
 
 
 def validation_config(model_config) -> InferenceConfig:
-    """The InferenceConfig matching a model config's ``engine_params``."""
+    """The InferenceConfig matching a model config's ``engine_params``, in float32.
+
+    int8 is off: validation measures the weights themselves, and a model in training changes
+    after every step (an int8 copy kept for it would be stale).
+    """
     params = model_config.engine_params
     return InferenceConfig(
         confidence_thr=min(max(float(params.confidence_thr), 0.01), 0.99),
         center_confidence_thr=float(params.nms_threshold),
         nms_kernel=int(params.nms_kernel),
         max_objects=int(params.label_divisor),
+        int8="off",
     )
 
 

@@ -19,7 +19,7 @@ class ASPPPooling(nn.Module):
         self.aspp_pooling = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(nin, nout, 1, bias=False), nn.ReLU())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = [int(x.shape[2]), int(x.shape[3])]
+        size = [x.shape[2], x.shape[3]]  # no int(): torch.fx traces this module for int8
         return F.interpolate(self.aspp_pooling(x), size=size, mode="bilinear", align_corners=True)
 
 
@@ -88,7 +88,7 @@ class PanopticDeepLabDecoder(nn.Module):
         i = 0
         for project, fuse in zip(self.project, self.fuse):
             low = project(pyramid_features[self.low_level_stages[i]])
-            size = [int(low.shape[2]), int(low.shape[3])]
+            size = [low.shape[2], low.shape[3]]
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
             x = fuse(torch.cat([x, low], dim=1))
             i += 1

@@ -30,19 +30,26 @@ class ModelCache:
             return self.value
 
 
-def segment_image(cache: ModelCache, model_name: str, settings, image: np.ndarray) -> np.ndarray:
-    """Segment one 2D image with ``model_name`` (loaded through ``cache``) and ``settings``."""
+def _engine(cache: ModelCache, model_name: str, settings):
     from empanada_desktop.backend.devices import resolve_device
     from empanada_desktop.backend.inference.engine2d import Engine2D
 
     device = str(resolve_device(settings.device))
     model, model_config = cache.get(model_name, device)
-    return Engine2D(model, model_config, settings, device).segment(image)
+    return Engine2D(model, model_config, settings, device)
+
+
+def segment_image(cache: ModelCache, model_name: str, settings, image: np.ndarray) -> np.ndarray:
+    """Segment one 2D image with ``model_name`` (loaded through ``cache``) and ``settings``."""
+    return _engine(cache, model_name, settings).segment(image)
 
 
 def segment2d_job(cache: ModelCache, model_name: str, settings, image: np.ndarray):
+    """Worker job returning ``(labels, precision)``: "int8" or "float32" (Engine2D.precision)."""
+
     def job(stop):
-        return segment_image(cache, model_name, settings, image)
+        engine = _engine(cache, model_name, settings)
+        return engine.segment(image), engine.precision
         yield  # pragma: no cover - makes this a generator
 
     return job

@@ -1,0 +1,370 @@
+"""Int8 inference on the CPU: the model's convolutions in 8-bit integers, calibrated on the image.
+
+Why: on a CPU without bfloat16 float32 arithmetic is the ceiling (about 140-220 GFLOP/s on the
+team's 2-core machines), and int8 matrix kernels (fbgemm and oneDNN, with VNNI where the CPU has
+it) do several times more operations per second. See docs/CPU_SPEED.md for the measurements.
+
+How: the TorchScript model is rebuilt as our native architecture (``loading.to_native``; a model
+whose config names no native architecture stays float32), and every part of it except the
+PointRend head (encoder, decoders, FPNs, heads) is quantized with torch.ao's FX graph-mode static
+quantization for the "x86" backend: int8 weights per output channel, activation ranges observed on
+calibration tiles cut from the image being segmented. PointRend stays float32: it refines a few
+thousand sampled points, from the dequantized feature map.
+
+Safety: calibration runs the observed (float32) model on the tiles, so their float32 outputs come
+for free; the int8 model then segments the same tiles and is used only when its foreground agrees
+with float32's (IoU >= ``MIN_AGREEMENT``); otherwise the engine says so and stays in float32.
+A quantized model is kept per loaded model (weakly), so the next image or slice does not pay the
+calibration again.
+
+``InferenceConfig.int8``: "auto" (int8 on x86 CPUs when the work is large enough to repay the
+calibration: a stack, a block-wise job, a large image, or an int8 model already calibrated for
+this model), "on" (always on the CPU, when possible), "off".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import platform
+import threading
+import time
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+from empanada_desktop.backend.inference.config import INT8_CHOICES  # noqa: E402,F401 - "auto", "on", "off"
+MIN_AGREEMENT = 0.99  # foreground IoU of int8 vs float32 on the calibration tiles
+CALIBRATION_TILE = 512  # pixels per side (a multiple of every padding factor: 16 and 128)
+CALIBRATION_TILES = 2
+AUTO_MIN_PIXELS = 4096 * 4096  # "auto" calibrates for a single image only from this size up
+KEEP_FLOAT = frozenset({"semantic_pr"})  # parts left in float32 (PointRend)
+
+
+class _SharedExclusive:
+    """A readers-writer lock. torch.fx traces by patching ``nn.Module.__call__`` for the whole
+    process, so a model running in another thread while a model is being traced would be traced
+    too (and fail: "module is not installed as a submodule"). Model runs take it shared
+    (``running_model``), tracing takes it exclusive (``tracing``)."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+
+    @contextlib.contextmanager
+    def shared(self):
+        with self._condition:
+            while self._exclusive:
+                self._condition.wait()
+            self._shared += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._shared -= 1
+                if not self._shared:
+                    self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self):
+        with self._condition:
+            while self._exclusive or self._shared:
+                self._condition.wait()
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._exclusive = False
+                self._condition.notify_all()
+
+
+_TRACE_LOCK = _SharedExclusive()
+running_model = _TRACE_LOCK.shared  # ``with running_model():`` around a model call (any thread)
+tracing = _TRACE_LOCK.exclusive  # ``with tracing():`` around torch.fx tracing; never inside running_model
+
+
+class Int8Unavailable(Exception):
+    """Why int8 cannot be used for this model or machine (the engine then runs float32)."""
+
+
+@dataclass(frozen=True)
+class Int8Model:
+    """A quantized copy of a model, with what its calibration found.
+
+    Attributes:
+        module: the model with its parts quantized; same call contract as the original.
+        agreement: foreground IoU of its output against float32 on the calibration tiles.
+        seconds: the time quantization and the agreement check took.
+        parts: the names of the quantized parts.
+    """
+
+    module: nn.Module
+    agreement: float
+    seconds: float
+    parts: tuple[str, ...]
+
+
+def unavailable_reason(device: torch.device) -> str | None:
+    """None when int8 can run on ``device``; otherwise why not (one sentence)."""
+    if device.type != "cpu":
+        return f"int8 inference is for the CPU; this job runs on {device}"
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64", "x86", "i686"):
+        return f"int8 kernels are only used on x86 CPUs here (this is {machine or 'unknown'})"
+    if "x86" not in torch.backends.quantized.supported_engines:
+        return "this torch build has no x86 quantized engine"
+    from empanada_desktop.backend.cpu import cpu_capability_info
+
+    cpu = cpu_capability_info()
+    if cpu.flags and "avx2" not in cpu.flags:
+        return f"this CPU ({cpu.model}) has no AVX2, which the int8 kernels need to be fast"
+    return None
+
+
+def wanted(choice: str, device: torch.device, *, pixels: int, reused: bool, cached: bool) -> bool:
+    """Whether a job should try int8: ``choice`` from the config, the work it has ahead.
+
+    ``pixels``: of the image in hand; ``reused``: the engine will segment many slices or tiles;
+    ``cached``: this model already has a calibrated int8 copy.
+    """
+    if choice == "off" or unavailable_reason(device) is not None:
+        return False
+    if choice == "on":
+        return True
+    return cached or reused or pixels >= AUTO_MIN_PIXELS
+
+
+def calibration_tiles(x: torch.Tensor, size: int = CALIBRATION_TILE, count: int = CALIBRATION_TILES) -> list[torch.Tensor]:
+    """Up to ``count`` tiles of ``x`` (1, 1, H, W), spread along the image's diagonal.
+
+    ``x`` is the normalised, padded model input, so the tiles are multiples of the padding
+    factor when ``size`` is (or the image itself, when smaller than a tile).
+    """
+    height, width = x.shape[-2:]
+    th, tw = min(size, height), min(size, width)
+    if (th, tw) == (height, width):
+        return [x]
+    tiles = []
+    for k in range(count):
+        fraction = (k + 0.5) / count
+        y0 = int((height - th) * fraction) // 16 * 16
+        x0 = int((width - tw) * fraction) // 16 * 16
+        tiles.append(x[..., y0 : y0 + th, x0 : x0 + tw])
+    return tiles
+
+
+def _foreground(sem_logits: torch.Tensor, confidence: float) -> torch.Tensor:
+    if sem_logits.shape[1] == 1:
+        return torch.sigmoid(sem_logits[:, 0]) >= confidence
+    return sem_logits.argmax(1) > 0
+
+
+def foreground_iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
+
+
+def quantization_units(model: nn.Module) -> list[str]:
+    """Dotted names of the submodules quantized one by one, heaviest first.
+
+    Every direct child but PointRend is a unit, except that a DeepLab decoder is split into its
+    ASPP, its low-level projections and its fusion blocks: between units the tensors are float32,
+    so the decoder's resizing and concatenation stay exact (quantizing them cost agreement).
+    """
+    units: list[str] = []
+    for name, child in model.named_children():
+        if child is None or name in KEEP_FLOAT:
+            continue
+        if type(child).__name__ == "PanopticDeepLabDecoder":
+            units.append(f"{name}.aspp")
+            units += [f"{name}.project.{i}" for i in range(len(child.project))]
+            units += [f"{name}.fuse.{i}" for i in range(len(child.fuse))]
+        else:
+            units.append(name)
+    return units
+
+
+def full_range_activations() -> bool:
+    """8-bit activations need VNNI (or AMX): without it the int8 kernels multiply-add pairs into
+    16 bits, which saturates unless activations keep to 7 bits (torch's "reduce_range")."""
+    from empanada_desktop.backend.cpu import cpu_capability_info
+
+    return bool(cpu_capability_info().flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def qconfig_mapping():
+    """torch's "x86" recipe (int8 weights per output channel, activations observed by histogram),
+    with the full 8-bit activation range where the CPU allows it: measured on the synthetic
+    benchmark model, the decoders' ASPP agreed 0.9952 with float32 at 8 bits, 0.9889 at 7."""
+    from torch.ao.quantization import QConfig, get_default_qconfig_mapping
+    from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
+
+    mapping = get_default_qconfig_mapping("x86")
+    if full_range_activations():
+        mapping = mapping.set_global(QConfig(
+            activation=HistogramObserver.with_args(reduce_range=False),
+            weight=PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric),
+        ))
+    return mapping
+
+
+def _fallback_order(units: list[str]) -> list[list[str]]:
+    """Units to keep in float32, growing, tried in turn until int8 agrees with float32: nothing,
+    then the heads (small, next to the output), then the decoders' fusion and projections, then
+    the rest of the decoders; the encoder is always int8 (it is most of the work)."""
+    heads = [u for u in units if u in ("semantic_head", "ins_center", "ins_xy")]
+    fuse = [u for u in units if ".fuse." in u or ".project." in u]
+    rest = [u for u in units if u != "encoder" and u not in heads and u not in fuse]
+    return [[], heads, heads + fuse, heads + fuse + rest]
+
+
+def _set(model: nn.Module, dotted: str, module: nn.Module) -> None:
+    parent, _, name = dotted.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, name, module)
+
+
+def _unit_inputs(model: nn.Module, units: list[str], tile: torch.Tensor, render_steps: int) -> dict[str, tuple]:
+    """The positional inputs each unit receives on ``tile`` (example inputs for FX tracing)."""
+    seen: dict[str, tuple] = {}
+    hooks = [
+        model.get_submodule(unit).register_forward_pre_hook(lambda _m, args, unit=unit: seen.setdefault(unit, args))
+        for unit in units
+    ]
+    try:
+        with torch.no_grad(), running_model():
+            model(tile, render_steps=render_steps, interpolate_ins=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return seen
+
+
+def _outputs(model: nn.Module, tiles: list[torch.Tensor], render_steps: int, confidence: float) -> torch.Tensor:
+    with running_model():
+        return _foregrounds(model, tiles, render_steps, confidence)
+
+
+def _foregrounds(model: nn.Module, tiles: list[torch.Tensor], render_steps: int, confidence: float) -> torch.Tensor:
+    return torch.cat([
+        _foreground(model(tile, render_steps=render_steps, interpolate_ins=False)["sem_logits"], confidence).flatten()
+        for tile in tiles
+    ])
+
+
+def quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int = 2,
+             confidence: float = 0.5) -> Int8Model:
+    """See ``_quantize``; torch.ao.quantization's deprecation notices are silenced here (the API
+    is still in torch 2.14; when it goes, ``for_model`` turns the failure into float32)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        return _quantize(native, tiles, render_steps=render_steps, confidence=confidence)
+
+
+def _quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int = 2,
+              confidence: float = 0.5) -> Int8Model:
+    """An int8 copy of the native model ``native`` (unchanged), calibrated on ``tiles``.
+
+    All units are observed in one calibration pass; then the most int8 that agrees with float32
+    on the tiles (``_fallback_order``) is kept.
+
+    Raises:
+        Int8Unavailable: no unit could be traced, or even the encoder alone disagrees.
+    """
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    started = time.perf_counter()
+    model = copy.deepcopy(native).eval()
+    units = quantization_units(model)
+    float_units = {unit: copy.deepcopy(native.get_submodule(unit)).eval() for unit in units}
+    inputs = _unit_inputs(model, units, tiles[0], render_steps)
+    mapping = qconfig_mapping()
+    # The encoder's stem (one input channel: little to gain) stays float32: measured on the
+    # synthetic benchmark model, it raised agreement from 0.990 to 0.992.
+    encoder_mapping = qconfig_mapping().set_module_name("conv1", None).set_module_name("stem", None)
+    prepared: dict[str, nn.Module] = {}
+    for unit in units:
+        if unit not in inputs:  # a part this architecture does not call
+            continue
+        try:
+            with tracing():
+                prepared[unit] = prepare_fx(model.get_submodule(unit), encoder_mapping if unit == "encoder" else mapping,
+                                            inputs[unit]).eval()
+        except Exception as error:  # noqa: BLE001 - a unit FX cannot trace stays float32
+            log.info("int8: %s stays float32 (%s)", unit, str(error).splitlines()[0][:200])
+            continue
+        _set(model, unit, prepared[unit])
+    if not prepared:
+        raise Int8Unavailable("no part of this model could be prepared for int8")
+    with torch.no_grad():  # observers must see ordinary tensors: under inference_mode they record nothing
+        reference = _outputs(model, tiles, render_steps, confidence)
+    converted = {unit: convert_fx(copy.deepcopy(part)).eval() for unit, part in prepared.items()}
+    agreement = 0.0
+    for keep_float in _fallback_order(list(prepared)):
+        for unit in prepared:
+            _set(model, unit, float_units[unit] if unit in keep_float else converted[unit])
+        with torch.inference_mode():
+            agreement = foreground_iou(reference, _outputs(model, tiles, render_steps, confidence))
+        log.info("int8 with %s in float32: foreground IoU %.4f", keep_float or "nothing", agreement)
+        if agreement >= MIN_AGREEMENT:
+            parts = tuple(unit for unit in prepared if unit not in keep_float)
+            return Int8Model(model, agreement, time.perf_counter() - started, parts)
+    raise Int8Unavailable(
+        f"int8 and float32 disagree on this image (foreground IoU {agreement:.3f} < {MIN_AGREEMENT} "
+        "even with only the encoder in int8); segmenting in float32"
+    )
+
+
+# model -> Int8Model, or the reason it has none; weak, so a model unloaded takes its copy along.
+_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
+
+
+def cached(model: nn.Module) -> Int8Model | str | None:
+    """The int8 copy (or the reason there is none) made earlier for ``model``, else None."""
+    with _cache_lock:
+        return _cache.get(model)
+
+
+def for_model(model: nn.Module, model_config, tiles: list[torch.Tensor], *, render_steps: int = 2,
+              confidence: float = 0.5) -> Int8Model:
+    """The int8 copy of ``model`` (TorchScript or native), made on first use and then kept.
+
+    Raises:
+        Int8Unavailable: the model has no native architecture, cannot be traced, or disagrees;
+            the answer is kept too, so the next call fails at once.
+    """
+    with _cache_lock:
+        known = _cache.get(model)
+        if isinstance(known, Int8Model):
+            return known
+        if isinstance(known, str):
+            raise Int8Unavailable(known)
+        from empanada_desktop.backend.loading import to_native
+
+        try:
+            native = to_native(model, model_config)
+            if native is None:
+                raise Int8Unavailable(
+                    "this model's config names no architecture of ours, so it cannot be rebuilt for int8"
+                )
+            result = quantize(native.eval(), tiles, render_steps=render_steps, confidence=confidence)
+        except Int8Unavailable as error:
+            _cache[model] = str(error)
+            raise
+        except Exception as error:  # noqa: BLE001 - int8 is an optimisation; float32 always works
+            reason = f"int8 preparation failed ({type(error).__name__}: {str(error).splitlines()[0][:200]})"
+            _cache[model] = reason
+            raise Int8Unavailable(reason) from error
+        _cache[model] = result
+        log.info("int8 model ready in %.1f s (parts %s; foreground IoU with float32 %.4f)",
+                 result.seconds, ", ".join(result.parts), result.agreement)
+        return result

@@ -1,0 +1,138 @@
+"""Int8 inference (backend/inference/int8.py): which parts are quantized, the agreement guard,
+the choice in Engine2D, the cache per model, and the switch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from empanada_desktop.backend.inference import int8
+from empanada_desktop.backend.inference.config import InferenceConfig
+from empanada_desktop.backend.inference.engine2d import Engine2D
+from empanada_desktop.core.errors import ConfigError
+from empanada_desktop.core.model_config import ModelConfig
+
+from tests.backend.conftest import build_tiny
+
+pytestmark = pytest.mark.skipif(int8.unavailable_reason(torch.device("cpu")) is not None,
+                                reason=str(int8.unavailable_reason(torch.device("cpu"))))
+
+
+def normalised(image: np.ndarray) -> torch.Tensor:
+    return (torch.from_numpy(image).float()[None, None] / 255.0 - 0.5) / 0.2
+
+
+def textured(shape, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    image = 110 + 60 * np.sin(yy / 9.0) * np.cos(xx / 13.0) + rng.normal(0, 12, shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def config_for(model) -> ModelConfig:
+    return ModelConfig(class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="tiny.pth",
+                       padding_factor=16, architecture="PanopticDeepLabPR", encoder="resnet18")
+
+
+def test_every_part_but_pointrend_is_quantized_and_close_to_float32(monkeypatch):
+    """Agreement of the labels is measured on a trained model by benchmarks/inference_speed.py;
+    random weights label nothing, so here the int8 encoder's features are compared instead."""
+    monkeypatch.setattr(int8, "MIN_AGREEMENT", 0.0)  # random weights: labels are noise
+    model = build_tiny()
+    x = normalised(textured((256, 256)))
+    result = int8.quantize(model, int8.calibration_tiles(x, size=128))
+    units = {"encoder", "semantic_head", "ins_center", "ins_xy"} | {
+        f"{decoder}.{part}" for decoder in ("semantic_decoder", "instance_decoder")
+        for part in ("aspp", "project.0", "fuse.0")}
+    assert set(int8.quantization_units(model)) == units
+    assert set(result.parts) == units  # the first level: everything but PointRend in int8
+    assert not any("quantized" in type(m).__module__ for m in result.module.semantic_pr.modules())
+    kinds = {type(m).__module__ for m in result.module.encoder.modules()}
+    assert any("quantized" in kind for kind in kinds), kinds  # really int8 kernels
+    with torch.inference_mode():
+        ref = model.encoder(x)
+        out = result.module.encoder(x)
+    for a, b in zip(ref, out):
+        assert torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1] > 0.99
+    assert model.encoder.layer1[0].conv1.weight.dtype == torch.float32  # the original is untouched
+
+
+def test_disagreement_keeps_float32(monkeypatch):
+    monkeypatch.setattr(int8, "MIN_AGREEMENT", 1.01)  # nothing can agree this well
+    model = torch.jit.script(build_tiny())
+    engine = Engine2D(model, config_for(model), InferenceConfig(int8="on"), device="cpu")
+    labels = engine.segment(textured((128, 128)))
+    assert engine.precision == "float32"
+    assert "disagree" in engine.precision_note
+    reference = Engine2D(model, config_for(model), InferenceConfig(int8="off"), device="cpu")
+    assert np.array_equal(labels, reference.segment(textured((128, 128))))
+    # The verdict is kept for this model: the next engine does not calibrate again.
+    assert isinstance(int8.cached(model), str)
+
+
+def test_engine_choice_and_cache_per_model(monkeypatch):
+    monkeypatch.setattr(int8, "MIN_AGREEMENT", 0.0)  # random weights: see the first test
+    model = torch.jit.script(build_tiny(seed=1))
+    config = config_for(model)
+    image = textured((160, 144))
+    small = Engine2D(model, config, InferenceConfig(int8="auto"), device="cpu")
+    small.segment(image)
+    assert small.precision == "float32" and "repay" in small.precision_note  # one small image
+    off = Engine2D(model, config, InferenceConfig(int8="off"), device="cpu")
+    float_labels = off.segment(image)
+    assert off.precision == "float32" and int8.cached(model) is None
+
+    stack = Engine2D(model, config, InferenceConfig(int8="auto"), device="cpu", optimize=True)
+    assert stack.prepare(image).startswith("int8")
+    labels = stack.segment(image)
+    assert stack.precision == "int8" and labels.shape == image.shape
+    assert isinstance(int8.cached(model), int8.Int8Model)
+    assert float_labels.shape == labels.shape
+    # Calibrated once: a later small-image engine on the same model uses the int8 copy at once.
+    later = Engine2D(model, config, InferenceConfig(int8="auto"), device="cpu")
+    later.segment(image)
+    assert later.precision == "int8" and later._runnable is int8.cached(model).module
+
+
+def test_model_without_native_architecture_stays_float32():
+    model = torch.jit.script(build_tiny(seed=2))
+    config = ModelConfig(class_names={1: "mito"}, labels=(1,), thing_list=(1,), model="x.pth", padding_factor=16)
+    engine = Engine2D(model, config, InferenceConfig(int8="on"), device="cpu")
+    engine.segment(textured((64, 64)))
+    assert engine.precision == "float32" and "architecture" in engine.precision_note
+
+
+def test_not_on_gpus_and_bad_choice_is_a_config_error():
+    assert int8.unavailable_reason(torch.device("cuda")) is not None
+    assert not int8.wanted("on", torch.device("cuda"), pixels=10**8, reused=True, cached=False)
+    with pytest.raises(ConfigError, match="int8"):
+        InferenceConfig(int8="yes")
+
+
+def test_calibration_tiles_are_inside_and_padded_multiples():
+    x = torch.zeros(1, 1, 1000, 1600)
+    tiles = int8.calibration_tiles(x, size=512, count=2)
+    assert len(tiles) == 2 and all(t.shape[-2:] == (512, 512) for t in tiles)
+    assert int8.calibration_tiles(torch.zeros(1, 1, 256, 256), size=512) [0].shape[-1] == 256
+
+
+def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
+    """Each level keeps more units in float32; the encoder is int8 in all of them."""
+    model = build_tiny(seed=3)
+    units = int8.quantization_units(model)
+    order = int8._fallback_order(units)
+    assert order[0] == [] and all(set(a) < set(b) for a, b in zip(order, order[1:]))
+    assert all("encoder" not in level for level in order)
+    assert set(order[-1]) == set(units) - {"encoder"}
+    x = normalised(textured((128, 128)))
+    seen = []
+    real = int8.foreground_iou
+
+    def strict_until_last(a, b):
+        seen.append(real(a, b))
+        return real(a, b) if len(seen) == len(order) else 0.0  # only the last level "agrees"
+
+    monkeypatch.setattr(int8, "foreground_iou", strict_until_last)
+    result = int8.quantize(model, [x])
+    assert len(seen) == len(order) and result.parts == ("encoder",)
