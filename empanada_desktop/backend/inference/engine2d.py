@@ -144,17 +144,16 @@ class Engine2D:
             tiles = int8.calibration_tiles(F.avg_pool2d(x, self.downsample) if self.downsample > 1 else x)
             try:
                 quantized = int8.for_model(self.model, self.model_config, tiles, render_steps=self.render_steps,
-                                           confidence=self.config.confidence_thr)
+                                           confidence=self.config.confidence_thr, labeler=self._tile_labels)
             except int8.Int8Unavailable as error:
                 self.precision_note = f"float32: {error}"
                 log.info("%s", self.precision_note)
             else:
                 self._runnable = quantized.module
                 self.precision = "int8"
-                self.precision_note = (
-                    f"int8 (calibrated on this {'stack' if self._optimize else 'image'} in {quantized.seconds:.1f} s; "
-                    f"foreground IoU with float32 {quantized.agreement:.3f})"
-                )
+                where = ("earlier in this session" if isinstance(known, int8.Int8Model) else
+                         f"on this {'stack' if self._optimize else 'image'} in {quantized.seconds:.1f} s")
+                self.precision_note = f"int8 (calibrated {where}; agreement with float32 {quantized.agreement:.3f})"
                 return
         elif choice != "off" and self.device.type == "cpu":
             reason = int8.unavailable_reason(self.device)
@@ -162,6 +161,18 @@ class Engine2D:
         else:
             self.precision_note = "float32" if choice == "off" or self.device.type == "cpu" else f"float32 on {self.device}"
         self._runnable = optimized_for_cpu(self.model) if self._optimize and self.device.type == "cpu" else self.model
+
+    def _tile_labels(self, out: dict, shape: tuple) -> np.ndarray:
+        """Labels of one model output for a (downsampled) tile of ``shape``: the int8 guard's view."""
+        sem = out["sem_logits"][0]
+        full = (shape[0] * self.downsample, shape[1] * self.downsample)
+        if sem.shape[-2:] != full:
+            sem = F.interpolate(sem[None], size=full, mode="bilinear", align_corners=False)[0]
+        hmp = out["ctr_hmp"][0, 0]
+        unit = shape[1] / hmp.shape[-1]
+        raw = RawOutput(semantic_probabilities(sem).float(), hmp.float(), out["offsets"][0].float(),
+                        int(round(unit * self.downsample)), unit)
+        return self.labels(*self.postprocess(raw))
 
     def _run_model(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(1, 1, h, w) normalised input at full resolution -> (sem_logits, ctr_hmp, offsets)."""

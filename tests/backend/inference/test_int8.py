@@ -46,7 +46,8 @@ def test_every_part_but_pointrend_is_quantized_and_close_to_float32(monkeypatch)
         f"{decoder}.{part}" for decoder in ("semantic_decoder", "instance_decoder")
         for part in ("aspp", "project.0", "fuse.0")}
     assert set(int8.quantization_units(model)) == units
-    assert set(result.parts) == units  # the first level: everything but PointRend in int8
+    heads = {"semantic_head", "ins_center", "ins_xy"}
+    assert set(result.parts) == units - heads  # the first level: all but the heads and PointRend
     assert not any("quantized" in type(m).__module__ for m in result.module.semantic_pr.modules())
     kinds = {type(m).__module__ for m in result.module.encoder.modules()}
     assert any("quantized" in kind for kind in kinds), kinds  # really int8 kernels
@@ -122,17 +123,30 @@ def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
     model = build_tiny(seed=3)
     units = int8.quantization_units(model)
     order = int8._fallback_order(units)
-    assert order[0] == [] and all(set(a) < set(b) for a, b in zip(order, order[1:]))
+    assert set(order[0]) == {"semantic_head", "ins_center", "ins_xy"}
+    assert all(set(a) < set(b) for a, b in zip(order, order[1:]))
     assert all("encoder" not in level for level in order)
     assert set(order[-1]) == set(units) - {"encoder"}
     x = normalised(textured((128, 128)))
     seen = []
-    real = int8.foreground_iou
+    real = int8.agreement_of
 
     def strict_until_last(a, b):
         seen.append(real(a, b))
         return real(a, b) if len(seen) == len(order) else 0.0  # only the last level "agrees"
 
-    monkeypatch.setattr(int8, "foreground_iou", strict_until_last)
+    monkeypatch.setattr(int8, "agreement_of", strict_until_last)
     result = int8.quantize(model, [x])
     assert len(seen) == len(order) and result.parts == ("encoder",)
+
+
+def test_agreement_counts_objects_as_well_as_pixels():
+    a = np.zeros((40, 40), np.int32)
+    a[5:15, 5:15], a[20:30, 20:30] = 1, 2
+    assert int8.agreement_of([a], [a.copy()]) == 1.0
+    split = a.copy()
+    split[20:30, 25:30] = 3  # same foreground, one object cut in two
+    assert int8.agreement_of([a], [split]) < 0.99
+    assert int8.agreement_of([a > 0], [split > 0]) == 1.0  # masks: pixels only
+    empty = np.zeros_like(a)
+    assert int8.agreement_of([empty], [empty]) == 1.0

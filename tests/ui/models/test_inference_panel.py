@@ -114,3 +114,12 @@ def test_prediction_provider_segments_a_patch(panel):
     patch = panel.document.current_slice()[:64, :64]
     labels = panel.prediction_provider(patch)
     assert labels.shape == (64, 64) and labels.dtype == np.int32
+
+
+def test_cpu_arithmetic_choice_reaches_the_engine_and_the_status_names_it(panel, qtbot):
+    assert panel.settings().int8 == "auto"
+    panel.int8.setCurrentIndex(panel.int8.findData("off"))
+    assert panel.settings().int8 == "off"
+    with qtbot.waitSignal(panel.labelsWritten, timeout=60000):
+        panel.run_2d()
+    assert "(float32)" in panel.status.text()
