@@ -172,10 +172,35 @@ def run_reference(python: str, task: str, *options: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
-def compare(ours: np.ndarray, theirs: np.ndarray) -> str:
-    iou = semantic_iou(ours, theirs)
-    return (f"ours {len(np.unique(ours)) - 1} objects, {np.mean(ours > 0):.1%} foreground; empanada "
-            f"{len(np.unique(theirs)) - 1} objects, {np.mean(theirs > 0):.1%}; foreground IoU {iou:.4f}")
+def report(rows: list, what: str, int8: str, seconds: float, labels: np.ndarray, note: str,
+           theirs: dict[str, tuple[float, np.ndarray]], flops: int) -> None:
+    """Print our run against each of empanada's, and add the summary row (int8 rows are compared
+    with empanada's quantized engine, float32 rows with its float32 one)."""
+    line = f"{what} ours, int8={int8}: {seconds:.2f} s; {note}"
+    for kind, (their_seconds, their_labels) in theirs.items():
+        line += (f"\n    vs empanada-napari {kind} {their_seconds:.2f} s: ours {their_seconds / seconds:.2f}x; "
+                 f"{agreement(labels, their_labels)}")
+    print(line, flush=True)
+    rows.append((f"{what}, int8={int8}", seconds, flops, theirs.get("quantized" if int8 == "on" else "fp32", (None,))[0]))
+
+
+def reference_runs(python: str, task: str, out_stem: Path, quantized: Path | None, *options: str
+                   ) -> dict[str, tuple[float, np.ndarray]]:
+    """empanada-napari's float32 engine, and its quantized one when ``quantized`` was made:
+    {"fp32" | "quantized": (median seconds, labels)}; a failed run is printed and left out."""
+    runs = {}
+    for kind, extra in (("fp32", []), ("quantized", ["--quantized", str(quantized)] if quantized else None)):
+        if extra is None:
+            continue
+        out = Path(f"{out_stem}_{kind}.tif")
+        result = run_reference(python, task, *options, "--out", str(out), *extra)
+        if result.get("error"):
+            print(f"  empanada-napari {task} {kind}: {result['error']}")
+            continue
+        seconds = result["seconds"]
+        runs[kind] = (statistics.median(seconds) if isinstance(seconds, list) else seconds, tifffile.imread(out))
+        print(f"{task} empanada-napari {kind}: {runs[kind][0]:.2f} s", flush=True)
+    return runs
 
 
 def main(argv=None) -> int:
@@ -226,31 +251,16 @@ def main(argv=None) -> int:
             else:
                 print(f"  empanada's quantized model made with its own code in {made.get('seconds', 0):.1f} s")
         flops_2d = forward_flops(model, model_config, image, device, args.center_confidence)
-        theirs_2d: dict[str, tuple[float, np.ndarray]] = {}
+        theirs_2d = {}
         if reference:
-            for kind, extra in (("fp32", []), ("quantized", ["--quantized", str(quantized)] if quantized else None)):
-                if extra is None:
-                    continue
-                out = folder / f"empanada_{kind}.tif"
-                result = run_reference(args.empanada_python, "infer2d", *common, "--image", str(image_path),
-                                       "--out", str(out), "--repeats", str(args.repeats), *extra)
-                if result.get("error"):
-                    print(f"  empanada-napari Engine2d {kind}: {result['error']}")
-                    continue
-                theirs_2d[kind] = (statistics.median(result["seconds"]), tifffile.imread(out))
-                print(f"2D empanada-napari Engine2d {kind}: {theirs_2d[kind][0]:.2f} s")
+            theirs_2d = reference_runs(args.empanada_python, "infer2d", folder / "empanada", quantized,
+                                       *common, "--image", str(image_path), "--repeats", str(args.repeats))
         ours_2d = {}
         for int8 in precisions:
             seconds, labels, note = time_2d(model, model_config, image, device, args.repeats,
                                             args.center_confidence, int8)
             ours_2d[int8] = labels
-            line = f"2D {args.size} x {args.size} ours, int8={int8}: {seconds:.2f} s (median of {args.repeats}); {note}"
-            for kind, (their_seconds, their_labels) in theirs_2d.items():
-                line += (f"\n    vs empanada-napari {kind} {their_seconds:.2f} s: ours {their_seconds / seconds:.2f}x; "
-                         f"{agreement(labels, their_labels)}")
-            print(line, flush=True)
-            rows.append((f"2D {args.size} x {args.size}, int8={int8}", seconds, flops_2d,
-                         theirs_2d.get("quantized" if int8 == "on" else "fp32", (None,))[0]))
+            report(rows, f"2D {args.size} x {args.size}", int8, seconds, labels, note, theirs_2d, flops_2d)
         if len(ours_2d) == 2:
             print(f"  int8 vs float32 labels (ours): {agreement(ours_2d['on'], ours_2d['off'])}")
         if args.stack:
@@ -259,32 +269,18 @@ def main(argv=None) -> int:
             tifffile.imwrite(volume_path, synthetic_em(shape, seed=1), photometric="minisblack")
             slice_image = synthetic_em(shape[1:], seed=1)
             flops_3d = shape[0] * forward_flops(model, model_config, slice_image, device, args.center_confidence)
-            theirs_3d: dict[str, tuple[float, np.ndarray]] = {}
+            theirs_3d = {}
             if reference:
-                for kind, extra in (("fp32", []), ("quantized", ["--quantized", str(quantized)] if quantized else None)):
-                    if extra is None:
-                        continue
-                    out = folder / f"empanada_stack_{kind}.tif"
-                    result = run_reference(args.empanada_python, "infer3d", *common, "--volume", str(volume_path),
-                                           "--out", str(out), "--median", "3", "--min-size", "500",
-                                           "--min-extent", "4", *extra)
-                    if result.get("error"):
-                        print(f"  empanada-napari Engine3d {kind}: {result['error']}")
-                        continue
-                    theirs_3d[kind] = (result["seconds"], tifffile.imread(out))
-                    print(f"3D empanada-napari Engine3d {kind}: {theirs_3d[kind][0]:.1f} s")
+                theirs_3d = reference_runs(args.empanada_python, "infer3d", folder / "empanada_stack", quantized,
+                                           *common, "--volume", str(volume_path), "--median", "3",
+                                           "--min-size", "500", "--min-extent", "4")
             ours_3d = {}
             for int8 in precisions:
                 out = folder / f"stack_labels_{int8}.tif"
                 seconds_3d, note = time_3d(model, model_config, volume_path, out, device, args.center_confidence, int8)
                 ours_3d[int8] = tifffile.imread(out)
-                line = f"3D {args.stack} ours, int8={int8}: {seconds_3d:.1f} s ({seconds_3d / shape[0]:.2f} s per slice); {note}"
-                for kind, (their_seconds, their_labels) in theirs_3d.items():
-                    line += (f"\n    vs empanada-napari {kind} {their_seconds:.1f} s: ours {their_seconds / seconds_3d:.2f}x; "
-                             f"{agreement(ours_3d[int8], their_labels)}")
-                print(line, flush=True)
-                rows.append((f"3D {args.stack} (xy, {shape[0]} slices), int8={int8}", seconds_3d, flops_3d,
-                             theirs_3d.get("quantized" if int8 == "on" else "fp32", (None,))[0]))
+                report(rows, f"3D {args.stack} (xy, {shape[0]} slices)", int8, seconds_3d, ours_3d[int8], note,
+                       theirs_3d, flops_3d)
             if len(ours_3d) == 2:
                 print(f"  int8 vs float32 labels (ours, 3D): {agreement(ours_3d['on'], ours_3d['off'])}")
     summary(rows, bound)

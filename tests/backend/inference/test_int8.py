@@ -150,3 +150,27 @@ def test_agreement_counts_objects_as_well_as_pixels():
     assert int8.agreement_of([a > 0], [split > 0]) == 1.0  # masks: pixels only
     empty = np.zeros_like(a)
     assert int8.agreement_of([empty], [empty]) == 1.0
+
+
+def test_stack_runs_in_int8_along_every_plane(monkeypatch, tmp_path):
+    """segment_volume calibrates once (middle xy slice) and uses the int8 model for xy, xz and yz."""
+    import tifffile
+
+    from empanada_desktop.backend.events import Message
+    from empanada_desktop.backend.events import run_to_end
+    from empanada_desktop.backend.inference.engine3d import segment_volume
+
+    monkeypatch.setattr(int8, "MIN_AGREEMENT", 0.0)  # random weights: see the first test
+    model = torch.jit.script(build_tiny(seed=4))
+    volume = np.stack([textured((48, 64), seed=z) for z in range(16)])
+    config = InferenceConfig(int8="auto", ortho=True, semantic_only=True, confidence_thr=0.01, min_size=1,
+                             min_extent=1)
+    calls = []
+    real = int8.quantize
+    monkeypatch.setattr(int8, "quantize", lambda *a, **k: calls.append(1) or real(*a, **k))
+    events, out = run_to_end(segment_volume(model, volume, config, tmp_path / "labels.tif",
+                                            model_config=config_for(model), device="cpu"))
+    notes = [e.text for e in events if isinstance(e, Message)]
+    assert any(text.startswith("model precision: int8") for text in notes), notes
+    assert calls == [1]  # one calibration for the three planes
+    assert tifffile.imread(out).shape == volume.shape
