@@ -141,7 +141,9 @@ class Engine2D:
         known = int8.cached(self.model)
         if int8.wanted(choice, self.device, pixels=int(x.shape[-2] * x.shape[-1]), reused=self._optimize,
                        cached=isinstance(known, int8.Int8Model)):
-            tiles = int8.calibration_tiles(F.avg_pool2d(x, self.downsample) if self.downsample > 1 else x)
+            # Calibrated and checked at the size the model will see (the engine's tile size).
+            tiles = int8.calibration_tiles(F.avg_pool2d(x, self.downsample) if self.downsample > 1 else x,
+                                           size=self.config.tile_size // self.downsample // 16 * 16)
             try:
                 quantized = int8.for_model(self.model, self.model_config, tiles, render_steps=self.render_steps,
                                            confidence=self.config.confidence_thr, labeler=self._tile_labels)
