@@ -17,10 +17,12 @@ and writes its labels, and this benchmark prints the speed ratio and the foregro
 two label images.
 
 Random weights label almost nothing, which makes the agreement check empty. For a meaningful
-one, pass a model that segments the synthetic image: ``benchmarks/finetune_speed.py`` trains the
-same architecture on the same kind of synthetic image (bright objects on a darker, noisy
-background) and exports ``<run>/bench_none.pth`` + ``.yaml``; give them as ``--weights`` and
-``--config`` (or real MitoNet_v1 weights, with a real EM image, where they are on the machine).
+one, pass a model that segments the synthetic image: ``benchmarks/make_bench_model.py`` trains the
+same architecture (with batch norm, as MitoNet_v1 was) on the same kind of synthetic image
+(bright objects on a darker, noisy background) and writes ``bench_bn.pth`` + ``.yaml``; give
+them as ``--weights`` and ``--config`` (or real MitoNet_v1 weights, where they are on the
+machine). The run prints how sure the model is on the image (pixels whose foreground
+probability is within 0.1 of 0.5) and flags a model that is not a working segmenter there.
 
 The CPU's capability line (``benchmarks/cpu_bound.py``) comes first; the summary at the end gives
 each time also as achieved GFLOP/s of the model and as a fraction of this machine's measured
@@ -141,6 +143,19 @@ def agreement(ours: np.ndarray, reference: np.ndarray) -> str:
             f"({100.0 * (a - b) / max(b, 1):+.1f}%)")
 
 
+def model_confidence(model, model_config, image) -> dict:
+    """How close the model is to its decision on ``image``: the fraction of pixels whose
+    foreground probability is within 0.1 of 0.5, and the objects it finds in float32. Agreement
+    between precisions only means something for a model that segments the image: one with most
+    pixels near 0.5 changes its labels under any perturbation (see make_bench_model.py)."""
+    engine = Engine2D(model, model_config, InferenceConfig(int8="off"), device="cpu")
+    with torch.inference_mode():
+        probs = engine.forward(image).probs
+    foreground = probs[0] if probs.shape[0] == 1 else 1 - probs[0]
+    return {"uncertain_fraction": float(((foreground - 0.5).abs() < 0.1).float().mean()),
+            "objects": int(len(np.unique(engine.segment(image))) - 1)}
+
+
 def forward_flops(model, model_config, image, device, center_confidence) -> int:
     """Matrix and convolution FLOPs of one ``Engine2D.forward`` over ``image`` (runs it once)."""
     engine = Engine2D(model, model_config, InferenceConfig(center_confidence_thr=center_confidence, int8="off"),
@@ -251,6 +266,11 @@ def main(argv=None) -> int:
             else:
                 print(f"  empanada's quantized model made with its own code in {made.get('seconds', 0):.1f} s")
         flops_2d = forward_flops(model, model_config, image, device, args.center_confidence)
+        sure = model_confidence(model, model_config, image)
+        print(f"model on the {args.size} px image (float32): {sure['objects']} objects, "
+              f"{100 * sure['uncertain_fraction']:.1f}% of pixels within 0.1 of the 0.5 threshold"
+              + (" - NOT a working segmenter there: agreement rows mean little (benchmarks/make_bench_model.py)"
+                 if sure["uncertain_fraction"] > 0.05 else ""), flush=True)
         theirs_2d = {}
         if reference:
             theirs_2d = reference_runs(args.empanada_python, "infer2d", folder / "empanada", quantized,
