@@ -5,11 +5,13 @@ team's 2-core machines), and int8 matrix kernels (fbgemm and oneDNN, with VNNI w
 it) do several times more operations per second. See docs/CPU_SPEED.md for the measurements.
 
 How: the TorchScript model is rebuilt as our native architecture (``loading.to_native``; a model
-whose config names no native architecture stays float32), and every part of it except the
-PointRend head (encoder, decoders, FPNs, heads) is quantized with torch.ao's FX graph-mode static
-quantization for the "x86" backend: int8 weights per output channel, activation ranges observed on
-calibration tiles cut from the image being segmented. PointRend stays float32: it refines a few
-thousand sampled points, from the dequantized feature map.
+whose config names no native architecture stays float32), and its parts (``quantization_units``:
+the encoder but its stem, the decoders' ASPP, projections and fusion blocks, other architectures'
+FPNs, the semantic and offset heads' hidden blocks) are quantized with torch.ao's FX graph-mode
+static quantization for the "x86" backend: int8 weights per output channel, activation ranges
+observed on calibration tiles cut from the image being segmented. Tensors between parts are
+float32. PointRend (it refines a few thousand sampled points), the center head and the heads'
+prediction convolutions stay float32: their outputs are compared with thresholds and peaks.
 
 Safety: calibration runs the observed (float32) model on the tiles, so their float32 outputs come
 for free; the int8 model then segments the same tiles (model and post-processing: the labels a
@@ -45,9 +47,10 @@ log = logging.getLogger(__name__)
 
 from empanada_desktop.backend.inference.config import INT8_CHOICES  # noqa: E402,F401 - "auto", "on", "off"
 MIN_AGREEMENT = 0.98  # foreground IoU and object F1 of int8 vs float32 on the calibration tiles:
-# two 512 px tiles hold a few dozen objects, so one object cut differently costs about 0.01 (the
-# benchmark model: 0.9896); the whole-image criterion (IoU >= 0.99, counts within 1%) is measured
-# by benchmarks/inference_speed.py
+# a 512 px slice holds a few dozen objects, so one object cut differently costs about 0.015 (the
+# benchmark model of make_bench_model.py: 0.996 on its 1024 px image, 0.985 on a 512 px slice);
+# the whole-image criterion (IoU >= 0.99, counts within 1%) is measured by
+# benchmarks/inference_speed.py
 # (model output dict, tile (h, w)) -> label image, as the engine would post-process it
 Labeler = Callable[[dict, tuple], np.ndarray]
 # Pixels per side of a calibration tile (a multiple of every padding factor: 16 and 128). The
@@ -57,7 +60,10 @@ Labeler = Callable[[dict, tuple], np.ndarray]
 CALIBRATION_TILE = 1024
 CALIBRATION_TILES = 2
 AUTO_MIN_PIXELS = 4096 * 4096  # "auto" calibrates for a single image only from this size up
-KEEP_FLOAT = frozenset({"semantic_pr"})  # parts left in float32 (PointRend)
+# Parts left in float32: PointRend, and the center head, whose peaks become objects (with its
+# hidden block in int8 the benchmark image had 135 objects instead of 132, with only the other
+# two heads' hidden blocks in int8 133, as with all heads in float32).
+KEEP_FLOAT = frozenset({"semantic_pr", "ins_center"})
 
 
 class _SharedExclusive:
@@ -200,6 +206,10 @@ def quantization_units(model: nn.Module) -> list[str]:
             units.append(f"{name}.aspp")
             units += [f"{name}.project.{i}" for i in range(len(child.project))]
             units += [f"{name}.fuse.{i}" for i in range(len(child.fuse))]
+        elif type(child).__name__ == "PanopticDeepLabHead":
+            # Only the hidden block (separable conv, batch norm, ReLU): the final 1x1 prediction
+            # stays float32, so the outputs are sums of 256 dequantized values, not 256 levels.
+            units.append(f"{name}.head.0")
         else:
             units.append(name)
     return units
@@ -230,15 +240,31 @@ def qconfig_mapping():
 
 
 def _fallback_order(units: list[str]) -> list[list[str]]:
-    """Units to keep in float32, growing, tried in turn until int8 agrees with float32: the
-    heads always (a few % of the work; in int8 their outputs come in 256 steps, and the center
-    map's plateaus of equal values became extra object centers: 147 instead of 106 on the
-    benchmark image), then also the decoders' fusion and projections, then the rest of the
-    decoders; the encoder is always int8 (it is most of the work)."""
-    heads = [u for u in units if u in ("semantic_head", "ins_center", "ins_xy")]
+    """Units to keep in float32, growing, tried in turn until int8 agrees with float32: none
+    (the heads' prediction convolutions and the center head are float32 anyway), then the
+    semantic and offset heads' hidden blocks (each 18 ms of a 316 ms int8 slice at 512 px in
+    float32, 8 ms in int8), then also the decoders'
+    fusion and projections, then the rest of the decoders; the encoder is always int8 (it is
+    most of the work). Whole heads in int8 are never tried: their outputs came in 256 steps, and
+    the center map's plateaus of equal values became extra object centers (147 instead of 106)."""
+    heads = [u for u in units if u.split(".")[0] in ("semantic_head", "ins_center", "ins_xy")]
     fuse = [u for u in units if ".fuse." in u or ".project." in u]
     rest = [u for u in units if u != "encoder" and u not in heads and u not in fuse]
-    return [heads, heads + fuse, heads + fuse + rest]
+    return [[], heads, heads + fuse, heads + fuse + rest]
+
+
+@contextlib.contextmanager
+def _no_stack_traces():
+    """torch.ao's tracer records a Python stack trace per graph node (for error messages we do
+    not show): about 2 s of the first calibration of a session. Off while we trace."""
+    import torch.fx.config as fx_config
+
+    previous = fx_config.do_not_emit_stack_traces
+    fx_config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        fx_config.do_not_emit_stack_traces = previous
 
 
 def _set(model: nn.Module, dotted: str, module: nn.Module) -> None:
@@ -329,7 +355,7 @@ def _quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int
         if unit not in inputs:  # a part this architecture does not call
             continue
         try:
-            with tracing():
+            with tracing(), _no_stack_traces():
                 prepared[unit] = prepare_fx(model.get_submodule(unit), encoder_mapping if unit == "encoder" else mapping,
                                             inputs[unit]).eval()
         except Exception as error:  # noqa: BLE001 - a unit FX cannot trace stays float32

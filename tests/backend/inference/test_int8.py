@@ -42,13 +42,14 @@ def test_every_part_but_pointrend_is_quantized_and_close_to_float32(monkeypatch)
     model = build_tiny()
     x = normalised(textured((256, 256)))
     result = int8.quantize(model, int8.calibration_tiles(x, size=128))
-    units = {"encoder", "semantic_head", "ins_center", "ins_xy"} | {
+    units = {"encoder", "semantic_head.head.0", "ins_xy.head.0"} | {
         f"{decoder}.{part}" for decoder in ("semantic_decoder", "instance_decoder")
         for part in ("aspp", "project.0", "fuse.0")}
     assert set(int8.quantization_units(model)) == units
-    heads = {"semantic_head", "ins_center", "ins_xy"}
-    assert set(result.parts) == units - heads  # the first level: all but the heads and PointRend
-    assert not any("quantized" in type(m).__module__ for m in result.module.semantic_pr.modules())
+    assert set(result.parts) == units  # the first level: every unit in int8
+    for float_part in (result.module.semantic_pr, result.module.ins_center, result.module.semantic_head.head[1],
+                       result.module.ins_xy.head[1]):  # PointRend, the center head, the predictions
+        assert not any("quantized" in type(m).__module__ for m in float_part.modules())
     kinds = {type(m).__module__ for m in result.module.encoder.modules()}
     assert any("quantized" in kind for kind in kinds), kinds  # really int8 kernels
     with torch.inference_mode():
@@ -123,7 +124,7 @@ def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
     model = build_tiny(seed=3)
     units = int8.quantization_units(model)
     order = int8._fallback_order(units)
-    assert set(order[0]) == {"semantic_head", "ins_center", "ins_xy"}
+    assert order[0] == [] and set(order[1]) == {"semantic_head.head.0", "ins_xy.head.0"}
     assert all(set(a) < set(b) for a, b in zip(order, order[1:]))
     assert all("encoder" not in level for level in order)
     assert set(order[-1]) == set(units) - {"encoder"}
