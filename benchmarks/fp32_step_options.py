@@ -3,11 +3,13 @@
 One finetuning step of MitoNet_v1's architecture (random weights, fused encoder as released) in
 float32 on the CPU, with each option the issue on CPUs without bfloat16 asked about:
 
-- ``baseline``: what the app did before (contiguous tensors, frozen layers in float32);
-- ``channels_last``: model and batch in channels-last memory format;
-- ``frozen_int8``: the frozen encoder in int8 (what the app does now, ``--frozen-int8 auto``);
+- ``baseline``: the app's memory format for float32 on the CPU, frozen layers in float32;
+- ``contiguous`` / ``channels_last``: model and batch in that memory format (the app used
+  contiguous tensors on the CPU until channels-last measured faster in float32);
+- ``frozen_int8``: the frozen encoder in int8 (what the app does, ``--frozen-int8 auto``);
 - ``compile``: ``torch.compile`` of the model (inductor; its compile time reported apart);
-- ``threads=N``: torch threads other than the default (one per core).
+- ``threads=N``: torch threads other than the default (one per core);
+- options joined with ``+`` combine, e.g. ``channels_last+frozen_int8``.
 
     .venv/bin/python benchmarks/fp32_step_options.py --layers none --batch-size 16 --patch-size 256
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/fp32_step_options.py
@@ -42,25 +44,28 @@ def run_option(option: str, args) -> dict:
     from empanada_desktop.backend.loading import create_builtin_weights
     from empanada_desktop.core.registry import ModelRegistry
 
+    parts = set(option.split("+"))
     threads = torch.get_num_threads()
-    if option.startswith("threads="):
-        torch.set_num_threads(int(option.split("=")[1]))
+    for part in parts:
+        if part.startswith("threads="):
+            torch.set_num_threads(int(part.split("=")[1]))
     model = create_builtin_weights("MitoNet_v1", seed=0)
     model_config = ModelRegistry().get("MitoNet_v1").config
     config = FinetuneConfig(model="MitoNet_v1", train_dirs=["unused"], new_name="bench", layers=args.layers,
                             batch_size=args.batch_size, patch_size=args.patch_size, device="cpu", precision="fp32",
-                            frozen_int8="on" if option == "frozen_int8" else "off", encoder_lr_scale=0.01,
+                            frozen_int8="on" if "frozen_int8" in parts else "off", encoder_lr_scale=0.01,
                             grad_clip=1.0)
     device = torch.device("cpu")
     trainer = Trainer(model, model_config, config, device, choose_precision(device, "fp32"))
     batch = synthetic_batch(args.batch_size, args.patch_size, seed=0)
-    note = trainer.use_frozen_int8(batch.images) if option == "frozen_int8" else ""
     compile_seconds = None
-    if option == "channels_last":
-        trainer.channels_last = True
-        trainer.model = trainer.model.to(memory_format=torch.channels_last)
-        trainer.forward_module = trainer.model
-    if option == "compile":
+    for layout, memory_format in (("contiguous", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        if layout in parts:
+            trainer.channels_last = layout == "channels_last"
+            trainer.model = trainer.model.to(memory_format=memory_format)
+            trainer.forward_module = trainer.model
+    note = trainer.use_frozen_int8(batch.images) if "frozen_int8" in parts else ""
+    if "compile" in parts:
         started = time.perf_counter()
         trainer.forward_module = torch.compile(trainer.model)
         compile_seconds = time.perf_counter() - started  # lazy: the real cost shows in the first step
@@ -73,7 +78,7 @@ def run_option(option: str, args) -> dict:
         result = trainer.train_step(batch, optimizer, scaler)
         elapsed = time.perf_counter() - started
         losses.append(result["total"])
-        if index == 0 and option == "compile":
+        if index == 0 and "compile" in parts:
             compile_seconds = (compile_seconds or 0) + elapsed
         if index >= args.warmup:
             times.append(elapsed)
@@ -90,7 +95,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--options", nargs="+",
-                        default=["baseline", "channels_last", "frozen_int8", "threads=1", "compile"])
+                        default=["contiguous", "channels_last", "frozen_int8", "channels_last+frozen_int8", "threads=1",
+                                 "compile"])
     args = parser.parse_args(argv)
     print(cpu_capability_info().line(), flush=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32; layers {args.layers}, "
