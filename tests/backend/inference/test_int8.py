@@ -42,11 +42,14 @@ def test_every_part_but_pointrend_is_quantized_and_close_to_float32(monkeypatch)
     model = build_tiny()
     x = normalised(textured((256, 256)))
     result = int8.quantize(model, int8.calibration_tiles(x, size=128))
+    monkeypatch.setattr(int8, "full_range_activations", lambda: True)  # with VNNI: the heads' hidden blocks too
     units = {"encoder", "semantic_head.head.0", "ins_xy.head.0"} | {
         f"{decoder}.{part}" for decoder in ("semantic_decoder", "instance_decoder")
         for part in ("aspp", "project.0", "fuse.0")}
     assert set(int8.quantization_units(model)) == units
     assert set(result.parts) == units  # the first level: every unit in int8
+    monkeypatch.setattr(int8, "full_range_activations", lambda: False)  # 7-bit activations: heads float32
+    assert set(int8.quantization_units(model)) == units - {"semantic_head.head.0", "ins_xy.head.0"}
     for float_part in (result.module.semantic_pr, result.module.ins_center, result.module.semantic_head.head[1],
                        result.module.ins_xy.head[1]):  # PointRend, the center head, the predictions
         assert not any("quantized" in type(m).__module__ for m in float_part.modules())
@@ -121,6 +124,7 @@ def test_calibration_tiles_are_inside_and_padded_multiples():
 
 def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
     """Each level keeps more units in float32; the encoder is int8 in all of them."""
+    monkeypatch.setattr(int8, "full_range_activations", lambda: True)
     model = build_tiny(seed=3)
     units = int8.quantization_units(model)
     order = int8._fallback_order(units)
@@ -139,6 +143,9 @@ def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
     monkeypatch.setattr(int8, "agreement_of", strict_until_last)
     result = int8.quantize(model, [x])
     assert len(seen) == len(order) and result.parts == ("encoder",)
+    monkeypatch.setattr(int8, "full_range_activations", lambda: False)  # no heads: no repeated level
+    order = int8._fallback_order(int8.quantization_units(model))
+    assert order[0] == [] and all(set(a) < set(b) for a, b in zip(order, order[1:]))
 
 
 def test_agreement_counts_objects_as_well_as_pixels():
