@@ -139,3 +139,38 @@ def test_export_sets_padding_for_bifpn(tmp_path):
 def test_export_refuses_a_bad_name(tmp_path, tiny_model):
     with pytest.raises(ConfigError, match="file name"):
         export_empanada(tiny_model, _config(), tmp_path, "../escape")
+
+
+def test_scripting_retries_once_with_fresh_type_caches(monkeypatch):
+    """A scripting failure from state left in TorchScript's caches gets one clean second try;
+    a model that really cannot be scripted still gets the readable error."""
+    import torch.jit._recursive as recursive
+
+    from empanada_desktop.backend import torchscript
+
+    real_script, calls = torch.jit.script, []
+
+    def flaky(obj, *args, **kwargs):
+        if isinstance(obj, torch.nn.Module):  # not the functions TorchScript compiles on the way
+            calls.append(obj)
+            if len(calls) == 1:
+                raise RuntimeError("builtin cannot be used as a value:")
+        return real_script(obj, *args, **kwargs)
+
+    store = recursive.concrete_type_store
+    monkeypatch.setattr(recursive, "concrete_type_store", store)  # restored after the test
+    monkeypatch.setattr(torch.jit, "script", flaky)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU())
+    scripted = torchscript.script_model(model)
+    assert isinstance(scripted, torch.jit.ScriptModule) and len(calls) == 2
+    assert calls[1] is not model  # a fresh copy
+    assert recursive.concrete_type_store is not store  # caches emptied
+
+    class Unscriptable(torch.nn.Module):
+        def forward(self, x):
+            return x.numpy()  # tensors have no numpy() in TorchScript
+
+    calls.clear()
+    with pytest.raises(ModelLoadError, match="Unscriptable.*cannot be converted to TorchScript"):
+        torchscript.script_model(Unscriptable())
+    assert len(calls) == 2

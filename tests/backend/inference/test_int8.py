@@ -41,8 +41,8 @@ def test_every_part_but_pointrend_is_quantized_and_close_to_float32(monkeypatch)
     monkeypatch.setattr(int8, "MIN_AGREEMENT", 0.0)  # random weights: labels are noise
     model = build_tiny()
     x = normalised(textured((256, 256)))
-    result = int8.quantize(model, int8.calibration_tiles(x, size=128))
     monkeypatch.setattr(int8, "full_range_activations", lambda: True)  # with VNNI: the heads' hidden blocks too
+    result = int8.quantize(model, int8.calibration_tiles(x, size=128))
     units = {"encoder", "semantic_head.head.0", "ins_xy.head.0"} | {
         f"{decoder}.{part}" for decoder in ("semantic_decoder", "instance_decoder")
         for part in ("aspp", "project.0", "fuse.0")}
