@@ -64,7 +64,7 @@ class FinetuneConfig:
             output scale or gradient norm growing by orders of magnitude); stop and roll back.
         health_every: measure the encoder's output scale every N steps (and at checkpoints).
         frozen_int8: run the frozen encoder stages in int8 (``frozen_int8.py``): ``auto`` on a
-            CPU training in float32, ``on``, ``off``.
+            CPU training in float32 (or in bf16 where ``frozen_int8.int8_beats_bf16``), ``on``, ``off``.
     """
 
     model: str

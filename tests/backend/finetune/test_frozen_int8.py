@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -41,12 +42,26 @@ def test_units_follow_the_frozen_layers():
     assert frozen_int8.frozen_units(model, "all") == []
     cpu = torch.device("cpu")
     assert frozen_int8.wanted("auto", cpu, "fp32", ["encoder"])
-    assert not frozen_int8.wanted("auto", cpu, "bf16", ["encoder"])  # bf16 is fast already
     assert frozen_int8.wanted("on", cpu, "bf16", ["encoder"])
     assert not frozen_int8.wanted("on", cpu, "fp32", [])
     assert not frozen_int8.wanted("on", torch.device("cuda"), "fp32", ["encoder"])
     with pytest.raises(ConfigError, match="frozen_int8"):
         FinetuneConfig(model="m", train_dirs=["d"], new_name="n", frozen_int8="maybe")
+
+
+def test_next_to_bf16_only_where_int8_measured_faster(monkeypatch):
+    from empanada_desktop.backend import cpu as cpu_module
+
+    cpu = torch.device("cpu")
+    for flags, expected in (({"avx2"}, False), ({"avx2", "avx512f", "avx512_bf16"}, False),
+                            ({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}, True),
+                            ({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}, False)):
+        info = cpu_module.cpu_capability_info()
+        monkeypatch.setattr(cpu_module, "cpu_capability_info",
+                            lambda info=info, flags=flags: dataclasses.replace(info, flags=frozenset(flags)))
+        assert frozen_int8.wanted("auto", cpu, "bf16", ["encoder"]) is expected, flags
+        assert frozen_int8.wanted("auto", cpu, "fp32", ["encoder"])  # float32: always
+        assert frozen_int8.wanted("on", cpu, "bf16", ["encoder"])
 
 
 def test_swapped_in_for_training_steps_only():
