@@ -39,6 +39,7 @@ def test_every_part_but_pointrend_is_quantized_and_close_to_float32(monkeypatch)
     """Agreement of the labels is measured on a trained model by benchmarks/inference_speed.py;
     random weights label nothing, so here the int8 encoder's features are compared instead."""
     monkeypatch.setattr(int8, "MIN_AGREEMENT", 0.0)  # random weights: labels are noise
+    monkeypatch.setattr(int8, "bf16_point_head_wanted", lambda: False)  # PointRend float32 (see below)
     model = build_tiny()
     x = normalised(textured((256, 256)))
     monkeypatch.setattr(int8, "full_range_activations", lambda: True)  # with VNNI: the heads' hidden blocks too
@@ -125,6 +126,7 @@ def test_calibration_tiles_are_inside_and_padded_multiples():
 def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
     """Each level keeps more units in float32; the encoder is int8 in all of them."""
     monkeypatch.setattr(int8, "full_range_activations", lambda: True)
+    monkeypatch.setattr(int8, "bf16_point_head_wanted", lambda: False)
     model = build_tiny(seed=3)
     units = int8.quantization_units(model)
     order = int8._fallback_order(units)
@@ -146,6 +148,44 @@ def test_fallback_keeps_more_in_float32_until_int8_agrees(monkeypatch):
     monkeypatch.setattr(int8, "full_range_activations", lambda: False)  # no heads: no repeated level
     order = int8._fallback_order(int8.quantization_units(model))
     assert order[0] == [] and all(set(a) < set(b) for a, b in zip(order, order[1:]))
+
+
+def test_pointrend_mlp_in_bf16_first_then_float32_when_it_disagrees(monkeypatch):
+    """On CPUs with native bf16 the first try runs PointRend's point MLP in bf16; when that
+    level disagrees, the same int8 level is tried with the MLP in float32 before anything else."""
+    monkeypatch.setattr(int8, "bf16_point_head_wanted", lambda: True)
+    model = build_tiny(seed=3)
+    x = normalised(textured((128, 128)))
+    result = int8.quantize(model, [x])  # random weights label nothing: the first level agrees
+    assert "semantic_pr.point_head (bf16)" in result.parts
+    wrapped = result.module.semantic_pr.point_head
+    assert isinstance(wrapped, int8.Bf16Module)
+    fine, coarse = torch.randn(1, wrapped.module.fc_layers[0][0].in_channels - 1, 500), torch.randn(1, 1, 500)
+    with torch.inference_mode():
+        plain, bf16 = wrapped.module(fine, coarse), wrapped(fine, coarse)
+    assert bf16.dtype == torch.float32 and not torch.equal(plain, bf16)  # really bf16 arithmetic ...
+    assert torch.allclose(plain, bf16, rtol=0.05, atol=0.05 * float(plain.abs().max()))  # ... and close
+
+    seen = []
+    real = int8.agreement_of
+
+    def bf16_disagrees(a, b):
+        seen.append(isinstance(model_under_test[0].semantic_pr.point_head, int8.Bf16Module))
+        return 0.0 if seen[-1] else real(a, b)
+
+    model_under_test = []
+    real_set = int8._set
+
+    def remember(parent, dotted, module):
+        model_under_test[:] = [parent]
+        real_set(parent, dotted, module)
+
+    monkeypatch.setattr(int8, "_set", remember)
+    monkeypatch.setattr(int8, "agreement_of", bf16_disagrees)
+    result = int8.quantize(model, [x])
+    assert seen[:2] == [True, False]  # same int8 level, PointRend back in float32
+    assert not any("bf16" in part for part in result.parts)
+    assert not isinstance(result.module.semantic_pr.point_head, int8.Bf16Module)
 
 
 def test_agreement_counts_objects_as_well_as_pixels():
