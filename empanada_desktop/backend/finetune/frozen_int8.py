@@ -107,8 +107,14 @@ def build(model: nn.Module, units: list[str], images: torch.Tensor) -> FrozenInt
     """Quantize ``units`` of ``model`` (unchanged) on ``images`` (N, 1, H, W), normalised.
 
     Raises:
-        int8.Int8Unavailable: a unit cannot be traced, or its int8 output is too far from float32.
+        int8.Int8Unavailable: the model is TorchScript, a unit cannot be traced, or its int8
+            output is too far from float32.
     """
+    if isinstance(model, torch.jit.ScriptModule):
+        # A file whose config names no architecture that rebuilds it trains as TorchScript
+        # (loading.to_native); torch.fx cannot trace that.
+        raise int8.Int8Unavailable("this model trains as TorchScript (no native module for its config), "
+                                   "which cannot be traced for int8")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)

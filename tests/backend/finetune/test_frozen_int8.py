@@ -104,3 +104,21 @@ def test_loss_curve_close_to_float32_and_resume_is_exact(tiny_model, train_dir, 
     drain(finetune(FinetuneConfig(model="x", train_dirs=["x"], new_name="x", device="cpu",
                                   resume=tmp_path / "resumed")))
     assert losses(tmp_path / "resumed") == pytest.approx(with_int8, rel=1e-5)
+
+
+def test_torchscript_model_trains_with_float32_frozen_layers(train_dir, tmp_path, app_home):
+    """A file whose config does not rebuild it natively (here a ResNet-18 file registered like
+    MitoNet_v1, a ResNet-50 config) trains as TorchScript: the frozen layers stay float32 and
+    the run says why, instead of failing (as the frozen build's smoke test found)."""
+    import dataclasses
+
+    from empanada_desktop.backend.torchscript import script_model
+    from empanada_desktop.core.registry import ModelRegistry
+
+    path = tmp_path / "ts_tiny.pth"
+    script_model(build_tiny().eval()).save(str(path))
+    registry = ModelRegistry()
+    registry.register("ts_tiny", dataclasses.replace(registry.get("MitoNet_v1").config), path, copy=True)
+    events, _ = drain(finetune(config("ts_tiny", train_dir, tmp_path, "ts", iterations=2, checkpoint_every=0)))
+    notes = [e.text for e in events if isinstance(e, Message)]
+    assert any(text.startswith("Frozen layers stay in float32") and "TorchScript" in text for text in notes), notes
