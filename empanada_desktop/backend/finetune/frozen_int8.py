@@ -66,8 +66,7 @@ def int8_beats_bf16() -> bool:
     where activations lose a bit."""
     from empanada_desktop.backend.cpu import cpu_capability_info
 
-    flags = cpu_capability_info().flags
-    return int8.full_range_activations() and not flags & {"amx_bf16", "amx_int8", "amx_tile"}
+    return int8.full_range_activations() and cpu_capability_info().kind != "AMX"
 
 
 class FrozenInt8:

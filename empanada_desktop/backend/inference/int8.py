@@ -256,12 +256,6 @@ class Bf16Module(nn.Module):
         return out.float()
 
 
-def _point_head_name(model: nn.Module) -> str | None:
-    """PointRend's point MLP (a stack of 1x1 Conv1d over 8192 points per render step)."""
-    names = dict(model.named_modules())
-    return "semantic_pr.point_head" if "semantic_pr.point_head" in names else None
-
-
 def bf16_point_head_wanted() -> bool:
     """PointRend's MLP stays out of int8 (no gain measured there), but on CPUs with native bf16
     its 1x1 convolutions ran about twice as fast in bf16 (4.5 against 9.5 ms per layer of 8192
@@ -406,8 +400,8 @@ def _quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int
     with torch.no_grad():  # observers must see ordinary tensors: under inference_mode they record nothing
         reference = _outputs(model, tiles, render_steps, confidence, labeler)
     converted = {unit: convert_fx(copy.deepcopy(part)).eval() for unit, part in prepared.items()}
-    point_head = _point_head_name(model)
-    float_point_head = model.get_submodule(point_head) if point_head else None
+    point_head = "semantic_pr.point_head"  # PointRend's point MLP: 1x1 Conv1d over 8192 points per render step
+    float_point_head = getattr(getattr(model, "semantic_pr", None), "point_head", None)
     levels = [(keep_float, False) for keep_float in _fallback_order(list(prepared))]
     if float_point_head is not None and bf16_point_head_wanted():
         levels.insert(0, (levels[0][0], True))  # first with PointRend's MLP in bf16, then as before
