@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from empanada_desktop.backend.models import PADDING_FACTORS, build_model
+from empanada_desktop.backend.models import PADDING_FACTORS, build_model, build_model_for_weights
 from empanada_desktop.backend.torchscript import load_model, script_model, verify_model_file
 from empanada_desktop.core.errors import ModelLoadError, UserError
 from empanada_desktop.core.model_config import ModelConfig
@@ -122,7 +122,7 @@ def to_native(model: torch.nn.Module, model_config: object) -> torch.nn.Module |
     state = model.state_dict()
     fused = any(key.startswith("encoder.conv1.0.") for key in state)
     try:
-        native = build_model(
+        native = build_model_for_weights(  # no random initialisation: the strict load fills every tensor
             architecture,
             encoder=getattr(model_config, "encoder", None) or "resnet50",
             num_classes=int(getattr(model_config, "num_classes", 1)),

@@ -131,3 +131,27 @@ def test_fusing_batchnorm_keeps_outputs_and_matches_fused_structure(architecture
 
 def test_all_architectures_are_registered():
     assert set(ARCHITECTURES) == {"PanopticDeepLabPR", "PanopticBiFPNPR"}
+
+
+@pytest.mark.parametrize("architecture", ["PanopticDeepLabPR", "PanopticBiFPNPR"])
+def test_built_for_weights_skips_initialisation_and_loads_exactly(architecture):
+    """``build_model_for_weights`` (no random numbers: the weights come from a file next) has the
+    same parameters and buffers as ``build_model``, on the CPU, and after a strict load computes
+    what the source model computes."""
+    from empanada_desktop.backend.models import build_model_for_weights
+
+    source = build_model(architecture, encoder="resnet18").eval()
+    state = source.state_dict()
+    torch.manual_seed(0)
+    before = torch.rand(1)
+    torch.manual_seed(0)
+    empty = build_model_for_weights(architecture, encoder="resnet18")
+    assert torch.equal(torch.rand(1), before)  # it drew no random numbers
+    assert all(t.device.type == "cpu" for t in empty.state_dict().values())
+    assert empty.state_dict().keys() == state.keys()
+    empty.load_state_dict(state, strict=True)
+    x = torch.randn(1, 1, 128, 128)
+    with torch.no_grad():
+        a = source(x, render_steps=1, interpolate_ins=False)
+        b = empty.eval()(x, render_steps=1, interpolate_ins=False)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from empanada_desktop.backend.models.encoders import ENCODERS, ResNet
@@ -43,6 +44,18 @@ def build_model(architecture: str, *, encoder: str = "resnet50", num_classes: in
     if int(num_classes) < 1:
         raise ConfigError(f"num_classes must be at least 1, got {num_classes}.")
     return ARCHITECTURES[architecture](encoder=encoder, num_classes=int(num_classes), **kwargs)
+
+
+def build_model_for_weights(architecture: str, **kwargs) -> nn.Module:
+    """``build_model`` without random initialisation, for a model whose every parameter and buffer
+    a strict ``load_state_dict`` fills next (the tensors are uninitialised until then).
+
+    Built on the meta device, then given empty CPU storage: 0.06 s instead of 0.5 s for MitoNet_v1
+    (random numbers for 55 M parameters), paid by each int8 calibration and finetune start.
+    """
+    with torch.device("meta"):
+        model = build_model(architecture, **kwargs)
+    return model.to_empty(device="cpu")
 
 
 def fuse_encoder_batchnorm(model: nn.Module) -> nn.Module:

@@ -11,6 +11,13 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def on_meta(module: nn.Module) -> bool:
+    """Whether ``module`` was built on the meta device (``build_model_for_weights``): its weights
+    come from a file next, so our own initialisation is skipped (on meta tensors, torch's
+    ``normal_`` imports its compiler the first time: about 1.2 s)."""
+    return any(parameter.is_meta for parameter in module.parameters())
+
+
 def conv_bn_act(nin: int, nout: int, kernel_size: int, stride: int = 1, act: bool = True) -> nn.Sequential:
     """Convolution without bias, batch norm, and an optional ReLU."""
     layers: list[nn.Module] = [
@@ -78,7 +85,7 @@ class PanopticDeepLabHead(nn.Module):
     def __init__(self, nin: int, nout: int) -> None:
         super().__init__()
         self.head = nn.Sequential(separable_conv_bn_act(nin, nin, 5), nn.Conv2d(nin, nout, 1))
-        for module in self.modules():
+        for module in () if on_meta(self) else self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.001)
                 if module.bias is not None:

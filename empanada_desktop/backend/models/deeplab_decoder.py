@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from empanada_desktop.backend.models.blocks import conv_bn_act, separable_conv_bn_act
+from empanada_desktop.backend.models.blocks import conv_bn_act, on_meta, separable_conv_bn_act
 
 
 class ASPPPooling(nn.Module):
@@ -79,7 +79,7 @@ class PanopticDeepLabDecoder(nn.Module):
             previous = decoder_channels
         self.project = nn.ModuleList(project)
         self.fuse = nn.ModuleList(fuse)
-        for module in self.modules():
+        for module in () if on_meta(self) else self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.normal_(module.weight, std=0.001)
 

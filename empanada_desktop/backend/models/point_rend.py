@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from empanada_desktop.backend.models.blocks import on_meta
+
 
 def uncertainty(logits: torch.Tensor) -> torch.Tensor:
     """(N,1,...) uncertainty: -|logit| for one class, top-2 logit gap (negated) for several."""
@@ -71,6 +73,8 @@ class StandardPointHead(nn.Module):
             dim_in = fc_dim + num_classes
         self.fc_layers = nn.ModuleList(fc_layers)
         self.predictor = nn.Conv1d(dim_in, num_classes, 1)
+        if on_meta(self):
+            return
         for layer in self.fc_layers:
             nn.init.kaiming_normal_(layer[0].weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(layer[0].bias)

@@ -159,7 +159,7 @@ def test_pointrend_mlp_in_bf16_first_then_float32_when_it_disagrees(monkeypatch)
     result = int8.quantize(model, [x])  # random weights label nothing: the first level agrees
     assert "semantic_pr.point_head (bf16)" in result.parts
     wrapped = result.module.semantic_pr.point_head
-    assert isinstance(wrapped, int8.Bf16Module)
+    assert isinstance(wrapped, int8.Bf16PointHead)
     fine, coarse = torch.randn(1, wrapped.module.fc_layers[0][0].in_channels - 1, 500), torch.randn(1, 1, 500)
     with torch.inference_mode():
         plain, bf16 = wrapped.module(fine, coarse), wrapped(fine, coarse)
@@ -170,7 +170,7 @@ def test_pointrend_mlp_in_bf16_first_then_float32_when_it_disagrees(monkeypatch)
     real = int8.agreement_of
 
     def bf16_disagrees(a, b):
-        seen.append(isinstance(model_under_test[0].semantic_pr.point_head, int8.Bf16Module))
+        seen.append(isinstance(model_under_test[0].semantic_pr.point_head, int8.Bf16PointHead))
         return 0.0 if seen[-1] else real(a, b)
 
     model_under_test = []
@@ -185,7 +185,7 @@ def test_pointrend_mlp_in_bf16_first_then_float32_when_it_disagrees(monkeypatch)
     result = int8.quantize(model, [x])
     assert seen[:2] == [True, False]  # same int8 level, PointRend back in float32
     assert not any("bf16" in part for part in result.parts)
-    assert not isinstance(result.module.semantic_pr.point_head, int8.Bf16Module)
+    assert not isinstance(result.module.semantic_pr.point_head, int8.Bf16PointHead)
 
 
 def test_agreement_counts_objects_as_well_as_pixels():
@@ -222,3 +222,46 @@ def test_stack_runs_in_int8_along_every_plane(monkeypatch, tmp_path):
     assert any(text.startswith("model precision: int8") for text in notes), notes
     assert calls == [1]  # one calibration for the three planes
     assert tifffile.imread(out).shape == volume.shape
+
+
+def test_bf16_point_head_computes_the_float32_head_points_major():
+    """The bf16 point MLP is the same function as the Conv1d head (batch of 2, three classes, the
+    coarse logits appended to every layer), up to bf16 rounding, in float32 and the same layout."""
+    from empanada_desktop.backend.models.point_rend import StandardPointHead
+
+    torch.manual_seed(0)
+    head = StandardPointHead(24, 3, 32, 3).eval()
+    torch.nn.init.normal_(head.predictor.weight, std=0.2)  # its default init is near zero
+    fine, coarse = torch.randn(2, 24, 700), torch.randn(2, 3, 700)
+    fast = int8.Bf16PointHead(head)
+    with torch.inference_mode():
+        plain, bf16 = head(fine, coarse), fast(fine, coarse)
+    assert bf16.shape == plain.shape == (2, 3, 700) and bf16.dtype == torch.float32
+    assert not torch.equal(plain, bf16)
+    assert float((plain - bf16).abs().max()) < 0.02 * float(plain.abs().max())
+
+
+@pytest.mark.parametrize("reduce_range", [False, True])
+def test_fast_histogram_search_finds_the_same_ranges_as_torch(reduce_range):
+    """The observer's range search on Python floats gives exactly torch's qparams, over shapes of
+    activations met in the model (ReLU outputs with many zeros, heavy tails, a few values, two
+    calibration batches that widen the range)."""
+    from torch.ao.quantization.observer import HistogramObserver
+
+    generator = torch.Generator().manual_seed(0)
+    batches = [
+        [torch.randn(1, 64, 32, 32, generator=generator).relu()],
+        [torch.randn(50_000, generator=generator) ** 3],
+        [torch.rand(10_000, generator=generator) * 0.01 + 5.0],
+        [torch.tensor([0.0, 0.0, 1.0, 2.0, 2.0, 3.0])],
+        [torch.randn(20_000, generator=generator), 3 * torch.randn(20_000, generator=generator) + 1],
+    ]
+    fast_class = int8._histogram_observer()
+    for tensors in batches:
+        ours, theirs = fast_class(reduce_range=reduce_range), HistogramObserver(reduce_range=reduce_range)
+        for t in tensors:
+            ours(t)
+            theirs(t)
+        scale, zero = ours.calculate_qparams()
+        scale_ref, zero_ref = theirs.calculate_qparams()
+        assert torch.equal(scale, scale_ref) and torch.equal(zero, zero_ref)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from empanada_desktop.backend.models.blocks import on_meta
+
 
 def _conv(
     nin: int, nout: int, kernel_size: int, stride: int = 1, dilation: int = 1, *, fused: bool, relu: bool
@@ -178,6 +180,8 @@ class ResNet(nn.Module):
         return nn.Sequential(*blocks)
 
     def _init_weights(self) -> None:
+        if on_meta(self):
+            return
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
