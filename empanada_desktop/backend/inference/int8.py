@@ -415,18 +415,21 @@ def agreement_of(reference: list, answers: list) -> float:
 
 
 def quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int = 2,
-             confidence: float = 0.5, labeler: Labeler | None = None) -> Int8Model:
+             confidence: float = 0.5, labeler: Labeler | None = None, owned: bool = False) -> Int8Model:
     """See ``_quantize``; torch.ao.quantization's deprecation notices are silenced here (the API
     is still in torch 2.14; when it goes, ``for_model`` turns the failure into float32)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        return _quantize(native, tiles, render_steps=render_steps, confidence=confidence, labeler=labeler)
+        return _quantize(native, tiles, render_steps=render_steps, confidence=confidence, labeler=labeler,
+                         owned=owned)
 
 
 def _quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int = 2,
-              confidence: float = 0.5, labeler: Labeler | None = None) -> Int8Model:
-    """An int8 copy of the native model ``native`` (unchanged), calibrated on ``tiles``.
+              confidence: float = 0.5, labeler: Labeler | None = None, owned: bool = False) -> Int8Model:
+    """An int8 copy of the native model ``native`` (unchanged), calibrated on ``tiles``; with
+    ``owned`` (a model made for this call, e.g. by ``to_native``) ``native`` itself becomes the
+    int8 model, sparing a copy of its weights.
 
     All units are observed in one calibration pass; then the most int8 that agrees with float32
     on the tiles (``_fallback_order``) is kept.
@@ -439,9 +442,11 @@ def _quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int
     from empanada_desktop.backend.models.point_rend import StandardPointHead
 
     started = time.perf_counter()
-    model = copy.deepcopy(native).eval()
+    model = (native if owned else copy.deepcopy(native)).eval()
     units = quantization_units(model)
-    float_units = {unit: copy.deepcopy(native.get_submodule(unit)).eval() for unit in units}
+    # torch.ao's prepare_fx and convert_fx build new modules and leave the ones they start from
+    # as they were (tested), so the float32 units need no copies of their own
+    float_units = {unit: model.get_submodule(unit) for unit in units}
     # Example inputs only give FX each unit's call signature (torch.ao's prepare uses their
     # values for standalone modules alone), so a small crop spares a full-size forward (0.9 s
     # of a 5 s calibration on a 512 px slice).
@@ -466,7 +471,7 @@ def _quantize(native: nn.Module, tiles: list[torch.Tensor], *, render_steps: int
         raise Int8Unavailable("no part of this model could be prepared for int8")
     with torch.no_grad():  # observers must see ordinary tensors: under inference_mode they record nothing
         reference = _outputs(model, tiles, render_steps, confidence, labeler)
-    converted = {unit: convert_fx(copy.deepcopy(part)).eval() for unit, part in prepared.items()}
+    converted = {unit: convert_fx(part).eval() for unit, part in prepared.items()}  # observed copies: done
     point_head = "semantic_pr.point_head"  # PointRend's point MLP: 1x1 Conv1d over 8192 points per render step
     float_point_head = getattr(getattr(model, "semantic_pr", None), "point_head", None)
     levels = [(keep_float, False) for keep_float in _fallback_order(list(prepared))]
@@ -531,7 +536,8 @@ def for_model(model: nn.Module, model_config, tiles: list[torch.Tensor], *, rend
                 raise Int8Unavailable(
                     "this model's config names no architecture of ours, so it cannot be rebuilt for int8"
                 )
-            result = quantize(native.eval(), tiles, render_steps=render_steps, confidence=confidence, labeler=labeler)
+            result = quantize(native.eval(), tiles, render_steps=render_steps, confidence=confidence, labeler=labeler,
+                              owned=native is not model)
         except Int8Unavailable as error:
             _cache[model] = str(error)
             raise

@@ -265,3 +265,34 @@ def test_fast_histogram_search_finds_the_same_ranges_as_torch(reduce_range):
         scale, zero = ours.calculate_qparams()
         scale_ref, zero_ref = theirs.calculate_qparams()
         assert torch.equal(scale, scale_ref) and torch.equal(zero, zero_ref)
+
+
+@pytest.mark.parametrize("owned", [False, True])
+def test_float32_parts_are_the_model_as_it_was(monkeypatch, owned):
+    """Quantizing leaves the units it starts from unchanged: at the last fallback level the units
+    kept in float32 compute exactly what the model computed before (no copies are made of them,
+    and with ``owned`` none of the model either); without ``owned`` the model stays as it was."""
+    import copy
+
+    monkeypatch.setattr(int8, "bf16_point_head_wanted", lambda: False)
+    model = build_tiny(seed=3).eval()
+    pristine = copy.deepcopy(model)
+    levels = len(int8._fallback_order(int8.quantization_units(model)))
+    calls = []
+
+    def last_level_agrees(a, b):
+        calls.append(1)
+        return 1.0 if len(calls) == levels else 0.0
+
+    monkeypatch.setattr(int8, "agreement_of", last_level_agrees)
+    x = normalised(textured((128, 128)))
+    result = int8.quantize(model, [x], owned=owned)
+    assert result.parts == ("encoder",) and (result.module is model) == owned
+    if not owned:
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), pristine.state_dict().values()))
+        assert type(model.encoder) is type(pristine.encoder)
+    for name in ("semantic_decoder.aspp", "instance_decoder.fuse.0"):
+        kept, before = result.module.get_submodule(name), pristine.get_submodule(name)
+        assert type(kept) is type(before)
+        assert kept.state_dict().keys() == before.state_dict().keys()
+        assert all(torch.equal(a, b) for a, b in zip(kept.state_dict().values(), before.state_dict().values()))
