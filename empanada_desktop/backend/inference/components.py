@@ -115,9 +115,21 @@ def overlap_table(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     if not both.any():
         empty = np.empty(0, np.int64)
         return empty, empty, empty
-    pairs = np.stack([a[both].astype(np.int64), b[both].astype(np.int64)], axis=1)
-    unique_pairs, counts = np.unique(pairs, axis=0, return_counts=True)
-    return unique_pairs[:, 0], unique_pairs[:, 1], counts
+    a, b = a[both].astype(np.int64), b[both].astype(np.int64)
+    # One integer key per pair, counted by bincount when the keys are few enough (a label image
+    # of a slice against the previous slice's objects: ~6x faster than sorting the pairs),
+    # else by a sort of the keys.
+    if min(int(a.min()), int(b.min())) < 0:  # negative labels (stuff, elsewhere): sort the pairs
+        pairs, counts = np.unique(np.stack([a, b], axis=1), axis=0, return_counts=True)
+        return pairs[:, 0], pairs[:, 1], counts
+    base = int(b.max()) + 1
+    if int(a.max()) * base + base <= 1 << 24:
+        counts = np.bincount(a * base + b)
+        keys = np.flatnonzero(counts)
+        counts = counts[keys]
+    else:
+        keys, counts = np.unique(a * base + b, return_counts=True)
+    return keys // base, keys % base, counts
 
 
 def label_areas(labels: np.ndarray) -> dict[int, int]:

@@ -85,8 +85,7 @@ def link_pieces(
     ia, ib, inter = overlap_table(pieces, prev_pos)
     if len(inter):
         piece_area = np.bincount(pieces.ravel(), minlength=m + 1)
-        prev_ids, prev_area = np.unique(prev_pos[prev_pos > 0], return_counts=True)
-        area_b = prev_area[np.searchsorted(prev_ids, ib)]
+        area_b = np.bincount(prev_pos.ravel(), minlength=int(ib.max()) + 1)[ib]
         iou = inter / (piece_area[ia] + area_b - inter)
         cover = inter / np.minimum(piece_area[ia], area_b)
         object_class = np.asarray([0] + stats.classes)

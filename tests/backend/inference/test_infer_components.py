@@ -108,3 +108,20 @@ def test_panoptic_ids_cap_keeps_largest():
     instances = np.array([[1, 0, 2, 2, 0, 3, 3, 3, 0]])
     out = panoptic_ids(classes * (instances > 0), instances, 3)  # at most 2 per class
     assert out.tolist() == [[0, 0, 4, 4, 0, 5, 5, 5, 0]]
+
+
+@pytest.mark.parametrize("high", [5, 70_000])  # counted by bincount / by sorting the keys
+def test_overlap_table_matches_counting_pixel_pairs(high):
+    """Every pair of non-zero labels sharing pixels, in (a, b) order, with its pixel count, for
+    small ids (bincount path), large ids (sorted keys) and negative ones (stuff elsewhere)."""
+    from collections import Counter
+
+    rng = np.random.default_rng(0)
+    for low in (0, -3):
+        a = rng.integers(low, high, (40, 50))
+        b = rng.integers(low, high, (40, 50))
+        a[:5] = 0
+        expected = Counter((int(x), int(y)) for x, y in zip(a.ravel(), b.ravel()) if x != 0 and y != 0)
+        ia, ib, n = overlap_table(a, b)
+        got = list(zip(ia.tolist(), ib.tolist(), n.tolist()))
+        assert got == sorted((x, y, c) for (x, y), c in expected.items())
