@@ -155,3 +155,30 @@ def test_built_for_weights_skips_initialisation_and_loads_exactly(architecture):
         a = source(x, render_steps=1, interpolate_ins=False)
         b = empty.eval()(x, render_steps=1, interpolate_ins=False)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("shape,size", [((4, 32, 8, 8), [32, 32]), ((2, 16, 16, 16), [64, 64]), ((1, 1, 8, 8), [16, 16])])
+def test_resize_bilinear_matches_interpolate_in_bf16(shape, size):
+    """The decoder's resize takes a channels-last detour for bf16 batches on the CPU; values,
+    gradients and memory format must be what F.interpolate gives."""
+    import torch.nn.functional as F
+
+    from empanada_desktop.backend.models.blocks import resize_bilinear
+
+    torch.manual_seed(0)
+    base = torch.randn(shape).to(torch.bfloat16)
+    a = base.clone().requires_grad_(True)
+    b = base.clone().requires_grad_(True)
+    ours = resize_bilinear(a, size)
+    ref = F.interpolate(b, size=size, mode="bilinear", align_corners=True)
+    assert ours.dtype == ref.dtype == torch.bfloat16
+    assert ours.is_contiguous() and ours.shape == ref.shape
+    torch.testing.assert_close(ours.float(), ref.float(), rtol=1e-2, atol=1e-2)
+    weight = torch.randn(ref.shape).to(torch.bfloat16)
+    (ours.float() * weight.float()).sum().backward()
+    (ref.float() * weight.float()).sum().backward()
+    assert a.grad.is_contiguous()
+    torch.testing.assert_close(a.grad.float(), b.grad.float(), rtol=2e-2, atol=5e-2)
+    # float32 takes torch's own path unchanged
+    x = torch.randn(shape)
+    assert torch.equal(resize_bilinear(x, size), F.interpolate(x, size=size, mode="bilinear", align_corners=True))

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from empanada_desktop.backend.models.blocks import conv_bn_act, on_meta, separable_conv_bn_act
+from empanada_desktop.backend.models.blocks import conv_bn_act, on_meta, resize_bilinear, separable_conv_bn_act
 
 
 class ASPPPooling(nn.Module):
@@ -89,7 +89,7 @@ class PanopticDeepLabDecoder(nn.Module):
         for project, fuse in zip(self.project, self.fuse):
             low = project(pyramid_features[self.low_level_stages[i]])
             size = [low.shape[2], low.shape[3]]
-            x = F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+            x = resize_bilinear(x, size)
             x = fuse(torch.cat([x, low], dim=1))
             i += 1
         return x
