@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from empanada_desktop.backend import distributed
+from empanada_desktop.backend.finetune import cpu_kernels
 from empanada_desktop.backend.finetune.config import FinetuneConfig
+from empanada_desktop.backend.finetune.cpu_kernels import Bf16Kernels
 from empanada_desktop.backend.finetune.data import Batch, TrainingData
 from empanada_desktop.backend.finetune.losses import PanopticLoss
 from empanada_desktop.backend.finetune.precision import Precision
@@ -63,6 +65,8 @@ class Trainer:
         self.criterion = PanopticLoss.from_params(getattr(model_config, "criterion_params", None))
         self.grad_norms: dict[str, torch.Tensor] | None = None  # per part, when clipping measured them
         self.frozen_int8 = None  # a FrozenInt8 once use_frozen_int8 prepared it
+        # bf16 on the CPU: 1x1 convolutions train as batched matrix products (cpu_kernels.py).
+        self.bf16_kernels = Bf16Kernels(model) if cpu_kernels.wanted(device, precision.name) else None
 
     def use_frozen_int8(self, images: torch.Tensor) -> str | None:
         """Run the frozen encoder stages in int8 when ``config.frozen_int8`` asks for it here;
@@ -117,7 +121,8 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
         frozen = self.frozen_int8.active(self.model) if self.frozen_int8 is not None else contextlib.nullcontext()
-        with frozen, self.precision.autocast(), running_model():
+        kernels = self.bf16_kernels.active(self.model) if self.bf16_kernels is not None else contextlib.nullcontext()
+        with frozen, kernels, self.precision.autocast(), running_model():
             output = self.forward_module(images)
         # The loss itself runs in float32 (losses.py casts), outside autocast.
         return self.criterion(output, targets)

@@ -1,0 +1,127 @@
+"""bf16 training kernels on the CPU: 1x1 convolutions as batched matrix products."""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from empanada_desktop.backend.finetune import cpu_kernels
+from empanada_desktop.backend.finetune import trainer as trainer_module
+from empanada_desktop.backend.finetune.config import FinetuneConfig
+from empanada_desktop.backend.finetune.loop import synthetic_batch
+from empanada_desktop.backend.finetune.precision import Precision
+from tests.backend.conftest import build_tiny
+
+
+def _run(conv: nn.Conv2d, x0: torch.Tensor, grad: torch.Tensor, ours: bool, dtype=torch.bfloat16):
+    """Output and gradients (input, weight, bias) of one conv under bf16 autocast, or in float64."""
+    conv.zero_grad(set_to_none=True)
+    x = x0.clone().to(dtype).requires_grad_(True)
+    if dtype == torch.float64:
+        y = F.conv2d(x, conv.weight.double(), None if conv.bias is None else conv.bias.double())
+        grads = torch.autograd.grad(y, [x, conv.weight] + ([conv.bias] if conv.bias is not None else []), grad.double())
+        return [y, *grads]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = cpu_kernels.pointwise_bf16(conv, x) if ours else conv(x)
+    y.backward(grad.to(y.dtype))
+    return [y, x.grad, conv.weight.grad] + ([conv.bias.grad] if conv.bias is not None else [])
+
+
+@pytest.mark.parametrize("cin,cout,bias", [(24, 16, False), (16, 1, True), (9, 2, True)])
+def test_pointwise_matches_convolution_as_closely_as_bf16_allows(cin, cout, bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, 1, bias=bias)
+    x0 = torch.randn(3, cin, 10, 12)
+    grad = torch.randn(3, cout, 10, 12)
+    exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
+    theirs = _run(conv, x0, grad, ours=False)
+    ours = _run(conv, x0, grad, ours=True)
+    assert ours[0].dtype == torch.bfloat16 and ours[0].shape == theirs[0].shape and ours[0].is_contiguous()
+    assert ours[2].dtype == conv.weight.dtype == torch.float32  # the float32 master weight gets its gradient
+    for mine, reference, truth in zip(ours, theirs, exact):
+        scale = truth.abs().max().item()
+        error = (mine.double() - truth).abs().max().item() / scale
+        reference_error = (reference.double() - truth).abs().max().item() / scale
+        assert error <= max(2 * reference_error, 2 ** -8), (error, reference_error)
+
+
+def test_only_plain_1x1_convolutions_while_training_in_bf16_take_the_new_path(monkeypatch):
+    calls = []
+    original = cpu_kernels._PointwiseBmm.apply
+    monkeypatch.setattr(cpu_kernels._PointwiseBmm, "apply", lambda *a: calls.append(1) or original(*a))
+    assert not cpu_kernels.pointwise_eligible(nn.Conv2d(4, 4, 3, padding=1))
+    assert not cpu_kernels.pointwise_eligible(nn.Conv2d(4, 4, 1, stride=2))
+    assert not cpu_kernels.pointwise_eligible(nn.Conv2d(4, 4, 1, groups=2))
+    conv = nn.Conv2d(4, 3, 1)
+    assert cpu_kernels.pointwise_eligible(conv)
+    x = torch.randn(2, 4, 5, 5)
+    # float32, and inference in bf16: nn.Conv2d's own forward, bit for bit
+    assert torch.equal(cpu_kernels.pointwise_bf16(conv, x), conv(x))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(cpu_kernels.pointwise_bf16(conv, x), conv(x))
+    assert calls == []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cpu_kernels.pointwise_bf16(conv, x)
+    assert calls == [1]
+    assert cpu_kernels.wanted(torch.device("cpu"), "bf16")
+    assert not cpu_kernels.wanted(torch.device("cpu"), "fp32")
+    assert not cpu_kernels.wanted(torch.device("cuda"), "bf16")
+
+
+def test_active_swaps_for_the_block_only_and_keeps_the_state_dict():
+    model = build_tiny(seed=0)
+    keys = list(model.state_dict())
+    kernels = cpu_kernels.Bf16Kernels(model)
+    assert kernels.names and all(cpu_kernels.pointwise_eligible(model.get_submodule(n)) for n in kernels.names)
+    first = model.get_submodule(kernels.names[0])
+    marker = first.forward = lambda x: x  # swapped by someone else: left alone
+    with kernels.active(model):
+        assert first.forward is marker
+        swapped = [n for n in kernels.names[1:] if "forward" in vars(model.get_submodule(n))]
+        assert swapped == kernels.names[1:]
+        assert list(model.state_dict()) == keys
+    assert first.forward is marker
+    del first.forward
+    assert not any("forward" in vars(model.get_submodule(n)) for n in kernels.names)
+    with pytest.raises(RuntimeError), kernels.active(model):
+        raise RuntimeError("a failing step")
+    assert not any("forward" in vars(model.get_submodule(n)) for n in kernels.names)
+
+
+def _gradients(precision: str, kernels: bool) -> dict[str, torch.Tensor]:
+    model = build_tiny(seed=1)
+    config = FinetuneConfig(model="tiny", train_dirs=["unused"], new_name="tiny_bf16", layers="all", batch_size=2,
+                            patch_size=64, device="cpu", precision=precision, frozen_int8="off")
+    trainer = trainer_module.Trainer(model, None, config, torch.device("cpu"), Precision(precision, "cpu"))
+    assert (trainer.bf16_kernels is not None) == (precision == "bf16")
+    if not kernels:
+        trainer.bf16_kernels = None
+    # One memory format for all three (float32 would train channels-last: other dropout masks).
+    trainer.channels_last = False
+    trainer.model = trainer.forward_module = trainer.model.to(memory_format=torch.contiguous_format)
+    trainer.train_mode()
+    batch = synthetic_batch(2, 64, seed=0)
+    torch.manual_seed(0)  # dropout and PointRend's point sampling
+    total, _ = trainer.forward_loss(batch.images, batch.targets)
+    total.backward()
+    return {n: p.grad.float() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+
+def test_bf16_training_gradients_are_as_close_to_float32_as_plain_bf16():
+    reference = _gradients("fp32", kernels=False)
+    plain = _gradients("bf16", kernels=False)
+    ours = _gradients("bf16", kernels=True)
+    assert set(ours) == set(plain) == set(reference)
+
+    def error(grads, name):
+        return ((grads[name] - reference[name]).norm() / reference[name].norm().clamp_min(1e-12)).item()
+
+    names = [n for n in reference if reference[n].norm() > 1e-6]
+    ours_median = statistics.median(error(ours, n) for n in names)
+    plain_median = statistics.median(error(plain, n) for n in names)
+    assert ours_median <= 1.25 * plain_median + 1e-3, (ours_median, plain_median)
+    assert any(not torch.equal(ours[n], plain[n]) for n in names)  # the new path did run
