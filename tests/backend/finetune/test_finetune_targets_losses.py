@@ -129,3 +129,18 @@ def test_panoptic_loss_weights_and_gradients():
         assert output[name].grad is not None and float(output[name].grad.abs().sum()) > 0
     no_points = {k: v for k, v in output.items() if k not in ("sem_points", "point_coords")}
     assert "pointrend_ce" not in loss(no_points, target)[1]
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 40, 52), (1, 1, 20, 300), (3, 1, 64, 64)])
+def test_banded_matrix_blur_equals_the_zero_padded_convolution(shape):
+    """The heatmap blur runs as two matrix products; it must be the separable convolution with
+    zeros outside, also for images smaller than the 49-tap kernel."""
+    from empanada_desktop.backend.finetune.targets import gaussian_blur
+
+    torch.manual_seed(0)
+    images = torch.rand(shape)
+    kernel = gaussian_kernel1d(6.0)
+    radius = kernel.numel() // 2
+    expected = F.conv2d(F.conv2d(images, kernel.view(1, 1, -1, 1), padding=(radius, 0)),
+                        kernel.view(1, 1, 1, -1), padding=(0, radius))
+    torch.testing.assert_close(gaussian_blur(images), expected, rtol=1e-5, atol=1e-6)
