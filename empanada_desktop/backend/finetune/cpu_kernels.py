@@ -1,19 +1,25 @@
 """Faster kernels for bf16 training on a CPU, swapped in for the training forward only.
 
-oneDNN's backward of a 1x1 convolution on bf16 NCHW tensors (the layout bf16 trains in on the
-CPU, see ``trainer.uses_channels_last``) runs far below the machine's bf16 matrix throughput:
-MitoNet_v1's pointwise convolutions at 64 x 64 (batch 16, 256 -> 256 channels) took 170 ms for
-their backward in a training step, 8.6 GFLOP for each of the two gradients. A 1x1 convolution is
-a matrix product per image, so here it runs as batched matrix products (``torch.bmm``): forward
-and both gradients together 91 against 176 ms for that layer, 26 against 73 ms for a head's
-256 -> 1 output convolution (docs/CPU_SPEED.md). The arithmetic is the same (bf16 products,
-float32 sums); only the order of the sums differs, as between any two kernels.
+bf16 trains in NCHW memory on the CPU (see ``trainer.uses_channels_last``), and there two of
+oneDNN's backward kernels run far below the machine's bf16 matrix throughput
+(docs/CPU_SPEED.md has the numbers):
 
-Where it applies: ``nn.Conv2d`` with a 1x1 kernel, stride 1, no padding, one group, on the
-CPU, while gradients are recorded and the input or weight needs one, in bf16 (autocast or bf16
-tensors). Everything else (float32, inference, frozen layers, CUDA) keeps ``nn.Conv2d``'s own
-forward. The swap is an instance attribute set by ``active`` for the training forward, so
-state dicts, checkpoints, TorchScript export, validation and int8 tracing never see it.
+- 1x1 convolutions: 61-170 ms for the backward of MitoNet_v1's 256 -> 256 pointwise layers at
+  64 x 64 (batch 16), 8.6 GFLOP per gradient. A 1x1 convolution is a matrix product per image,
+  so forward and both gradients run as ``torch.bmm`` (91 against 176 ms for that layer).
+- the weight gradient of depthwise k x k convolutions: 146-154 ms for the decoders' and heads'
+  5 x 5 layers, 0.84 GFLOP of useful work each. Here it is one batched matrix product over
+  8 x 8 tiles of the output (41 ms); forward and input gradient stay oneDNN's.
+
+The arithmetic is the same kind (bf16 products, float32 sums); only the order of the sums
+differs, as between any two kernels, and the errors against float64 match or beat oneDNN's.
+
+Where it applies: while gradients are recorded on the CPU in bf16 (autocast or bf16 tensors)
+and the layer's weight or input needs one. Everything else (float32, inference, frozen
+layers, CUDA, feature maps that are not a multiple of the tile) keeps ``nn.Conv2d``'s own
+forward. The swap is an instance attribute set by ``Bf16Kernels.active`` for the training
+forward, so state dicts, checkpoints, TorchScript export, validation and int8 tracing never
+see it.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import contextlib
 from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -46,6 +53,85 @@ class _PointwiseBmm(torch.autograd.Function):
             # Per image in bf16 (float32 sums inside), then the images summed in float32.
             grad_weight = torch.bmm(grad, x.transpose(1, 2)).sum(0, dtype=torch.float32).to(weight.dtype)
         return grad_x, grad_weight
+
+
+DEPTHWISE_TILE = 8
+
+
+class _DepthwiseTiles(torch.autograd.Function):
+    """A depthwise k x k convolution (stride 1, padding k // 2; bf16) whose weight gradient is
+    one batched matrix product over tiles: oneDNN took 146-154 ms for MitoNet's 5 x 5 layers at
+    64 x 64 (256 channels, batch 16), this 41 ms. The forward and the input gradient stay
+    oneDNN's."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, None, 1, weight.shape[-1] // 2, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        k = weight.shape[-1]
+        grad = grad.contiguous()
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False,
+                                                         [0, 0], x.shape[1], [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_weight = depthwise_weight_gradient(x, grad, k).to(weight.dtype)
+        return grad_x, grad_weight
+
+
+def depthwise_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, tile: int = DEPTHWISE_TILE) -> torch.Tensor:
+    """Weight gradient (C, 1, k, k) of a depthwise k x k convolution with zero padding k // 2,
+    for input ``x`` and output gradient ``grad`` (N, C, H, W; H and W multiples of ``tile``).
+
+    The output is cut into tiles of ``tile`` x ``tile`` positions; tile position p of every
+    tile of every image reads the input at p + (ky, kx) of that tile's halo of
+    (tile + k - 1)^2 input pixels. One matrix product per channel, (positions x tiles) times
+    (tiles x halo pixels), sums over all images and tiles at once (float32 sums inside); the
+    k * k * tile^2 entries that pair a position with its own tap are then added up in float32.
+    """
+    n, c, h, w = x.shape
+    r = k // 2
+    side = tile + 2 * r
+    rows, cols = h // tile, w // tile
+    # grad^T per channel: (C, tile*tile positions, N*rows*cols tiles)
+    g = grad.reshape(n, c, rows, tile, cols, tile).permute(1, 3, 5, 0, 2, 4).reshape(c, tile * tile, n * rows * cols)
+    halos = F.pad(x, (r, r, r, r)).unfold(2, side, tile).unfold(3, side, tile)  # N, C, rows, cols, side, side
+    halos = halos.permute(1, 0, 2, 3, 4, 5).reshape(c, n * rows * cols, side * side)
+    products = torch.bmm(g, halos)  # (C, tile*tile, side*side)
+    yy, xx = torch.meshgrid(torch.arange(tile), torch.arange(tile), indexing="ij")
+    ky, kx = torch.meshgrid(torch.arange(k), torch.arange(k), indexing="ij")
+    position = (yy * tile + xx).reshape(1, -1)
+    tap = (yy.reshape(1, -1) + ky.reshape(-1, 1)) * side + xx.reshape(1, -1) + kx.reshape(-1, 1)
+    index = (position * side * side + tap).reshape(-1).to(x.device)
+    picked = products.reshape(c, -1)[:, index].reshape(c, k * k, tile * tile)
+    return picked.sum(-1, dtype=torch.promote_types(x.dtype, torch.float32)).reshape(c, 1, k, k)
+
+
+def depthwise_eligible(conv: nn.Module) -> bool:
+    """A depthwise k x k convolution (k odd) with stride 1 and 'same' zero padding."""
+    if type(conv) is not nn.Conv2d:
+        return False
+    k = conv.kernel_size[0]
+    return (conv.kernel_size == (k, k) and k % 2 == 1 and k > 1 and conv.groups == conv.in_channels
+            == conv.out_channels and conv.stride == (1, 1) and conv.padding == (k // 2, k // 2)
+            and conv.dilation == (1, 1) and conv.padding_mode == "zeros")
+
+
+def depthwise_bf16(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` with the tiled weight gradient when it applies (bf16 training, the weight
+    trains, height and width multiples of the tile), else ``conv``'s own forward."""
+    if not (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled() and conv.weight.requires_grad
+            and x.shape[2] % DEPTHWISE_TILE == 0 and x.shape[3] % DEPTHWISE_TILE == 0 and _bf16_compute(x)):
+        return nn.Conv2d.forward(conv, x)
+    with torch.autocast("cpu", enabled=False):
+        y = _DepthwiseTiles.apply(x.to(torch.bfloat16).contiguous(), conv.weight.to(torch.bfloat16))
+        if conv.bias is not None:
+            y = y + conv.bias.to(torch.bfloat16).reshape(1, -1, 1, 1)
+    return y
 
 
 def pointwise_eligible(conv: nn.Module) -> bool:
@@ -78,10 +164,11 @@ def pointwise_bf16(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class Bf16Kernels:
-    """The 1x1 convolutions of a model that train through ``_PointwiseBmm`` while ``active``."""
+    """The convolutions of a model that train through the functions above while ``active``."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.names = [name for name, module in model.named_modules() if pointwise_eligible(module)]
+        self.names = [name for name, module in model.named_modules()
+                      if pointwise_eligible(module) or depthwise_eligible(module)]
 
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[None]:
@@ -100,8 +187,10 @@ class Bf16Kernels:
 
 
 def _bound(conv: nn.Conv2d):
+    kernel = pointwise_bf16 if pointwise_eligible(conv) else depthwise_bf16
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return pointwise_bf16(conv, x)
+        return kernel(conv, x)
 
     return forward
 

@@ -1,4 +1,4 @@
-"""bf16 training kernels on the CPU: 1x1 convolutions as batched matrix products."""
+"""bf16 training kernels on the CPU: 1x1 convolutions and depthwise weight gradients as matrix products."""
 
 from __future__ import annotations
 
@@ -17,16 +17,18 @@ from empanada_desktop.backend.finetune.precision import Precision
 from tests.backend.conftest import build_tiny
 
 
-def _run(conv: nn.Conv2d, x0: torch.Tensor, grad: torch.Tensor, ours: bool, dtype=torch.bfloat16):
+def _run(conv: nn.Conv2d, x0: torch.Tensor, grad: torch.Tensor, ours: bool, dtype=torch.bfloat16,
+         kernel=cpu_kernels.pointwise_bf16):
     """Output and gradients (input, weight, bias) of one conv under bf16 autocast, or in float64."""
     conv.zero_grad(set_to_none=True)
     x = x0.clone().to(dtype).requires_grad_(True)
     if dtype == torch.float64:
-        y = F.conv2d(x, conv.weight.double(), None if conv.bias is None else conv.bias.double())
+        y = F.conv2d(x, conv.weight.double(), None if conv.bias is None else conv.bias.double(),
+                     padding=conv.padding, groups=conv.groups)
         grads = torch.autograd.grad(y, [x, conv.weight] + ([conv.bias] if conv.bias is not None else []), grad.double())
         return [y, *grads]
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        y = cpu_kernels.pointwise_bf16(conv, x) if ours else conv(x)
+        y = kernel(conv, x) if ours else conv(x)
     y.backward(grad.to(y.dtype))
     return [y, x.grad, conv.weight.grad] + ([conv.bias.grad] if conv.bias is not None else [])
 
@@ -76,7 +78,10 @@ def test_active_swaps_for_the_block_only_and_keeps_the_state_dict():
     model = build_tiny(seed=0)
     keys = list(model.state_dict())
     kernels = cpu_kernels.Bf16Kernels(model)
-    assert kernels.names and all(cpu_kernels.pointwise_eligible(model.get_submodule(n)) for n in kernels.names)
+    eligible = [cpu_kernels.pointwise_eligible(model.get_submodule(n)) or
+                cpu_kernels.depthwise_eligible(model.get_submodule(n)) for n in kernels.names]
+    assert kernels.names and all(eligible)
+    assert any(cpu_kernels.depthwise_eligible(model.get_submodule(n)) for n in kernels.names)
     first = model.get_submodule(kernels.names[0])
     marker = first.forward = lambda x: x  # swapped by someone else: left alone
     with kernels.active(model):
@@ -125,3 +130,56 @@ def test_bf16_training_gradients_are_as_close_to_float32_as_plain_bf16():
     plain_median = statistics.median(error(plain, n) for n in names)
     assert ours_median <= 1.25 * plain_median + 1e-3, (ours_median, plain_median)
     assert any(not torch.equal(ours[n], plain[n]) for n in names)  # the new path did run
+
+
+@pytest.mark.parametrize("k,shape", [(5, (2, 6, 16, 24)), (3, (3, 4, 8, 8)), (5, (1, 3, 8, 40))])
+def test_depthwise_weight_gradient_by_tiles_equals_the_convolution_gradient(k, shape):
+    """float64 in, float64 out: the tiled product must be the exact gradient, border included."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64)
+    grad = torch.randn(shape, dtype=torch.float64)
+    weight = torch.randn(shape[1], 1, k, k, dtype=torch.float64)
+    expected = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [k // 2, k // 2], [1, 1], False,
+                                                   [0, 0], shape[1], [False, True, False])[1]
+    torch.testing.assert_close(cpu_kernels.depthwise_weight_gradient(x, grad, k).double(), expected,
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_depthwise_matches_convolution_as_closely_as_bf16_allows(bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(12, 12, 5, padding=2, groups=12, bias=bias)
+    assert cpu_kernels.depthwise_eligible(conv)
+    x0 = torch.randn(4, 12, 16, 24)
+    grad = torch.randn(4, 12, 16, 24)
+    exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
+    theirs = _run(conv, x0, grad, ours=False)
+    ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.depthwise_bf16)
+    if not bias:
+        assert torch.equal(ours[0], theirs[0])  # the forward is oneDNN's own
+    for mine, reference, truth in zip(ours, theirs, exact):
+        scale = truth.abs().max().item()
+        error = (mine.double() - truth).abs().max().item() / scale
+        reference_error = (reference.double() - truth).abs().max().item() / scale
+        assert error <= max(2 * reference_error, 2 ** -8), (error, reference_error)
+
+
+def test_depthwise_path_only_where_it_was_measured(monkeypatch):
+    calls = []
+    original = cpu_kernels._DepthwiseTiles.apply
+    monkeypatch.setattr(cpu_kernels._DepthwiseTiles, "apply", lambda *a: calls.append(1) or original(*a))
+    assert not cpu_kernels.depthwise_eligible(nn.Conv2d(4, 4, 5, padding=1, groups=4))  # not 'same'
+    assert not cpu_kernels.depthwise_eligible(nn.Conv2d(4, 8, 5, padding=2, groups=4))  # multiplier 2
+    assert not cpu_kernels.depthwise_eligible(nn.Conv2d(4, 4, 5, padding=2, groups=2))
+    assert not cpu_kernels.depthwise_eligible(nn.Conv2d(4, 4, 5, padding=2, groups=4, stride=2))
+    conv = nn.Conv2d(4, 4, 5, padding=2, groups=4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cpu_kernels.depthwise_bf16(conv, torch.randn(1, 4, 12, 16))  # 12 rows: not a multiple of 8
+        conv.weight.requires_grad_(False)
+        cpu_kernels.depthwise_bf16(conv, torch.randn(1, 4, 16, 16, requires_grad=True))  # frozen weight
+        conv.weight.requires_grad_(True)
+        assert calls == []
+        cpu_kernels.depthwise_bf16(conv, torch.randn(1, 4, 16, 16))
+    assert calls == [1]
+    x = torch.randn(1, 4, 16, 16)
+    assert torch.equal(cpu_kernels.depthwise_bf16(conv, x), conv(x))  # float32: nn.Conv2d itself
