@@ -33,6 +33,16 @@ def _run(conv: nn.Conv2d, x0: torch.Tensor, grad: torch.Tensor, ours: bool, dtyp
     return [y, x.grad, conv.weight.grad] + ([conv.bias.grad] if conv.bias is not None else [])
 
 
+def _assert_no_worse_than_onednn(ours, theirs, exact) -> None:
+    """Each of ours (output and gradients) is as close to float64 as oneDNN's bf16 result, or
+    within bf16 rounding of it."""
+    for mine, reference, truth in zip(ours, theirs, exact):
+        scale = truth.abs().max().item()
+        error = (mine.double() - truth).abs().max().item() / scale
+        reference_error = (reference.double() - truth).abs().max().item() / scale
+        assert error <= max(2 * reference_error, 2 ** -8), (error, reference_error)
+
+
 @pytest.mark.parametrize("cin,cout,bias", [(24, 16, False), (16, 1, True), (9, 2, True)])
 def test_pointwise_matches_convolution_as_closely_as_bf16_allows(cin, cout, bias):
     torch.manual_seed(0)
@@ -44,11 +54,7 @@ def test_pointwise_matches_convolution_as_closely_as_bf16_allows(cin, cout, bias
     ours = _run(conv, x0, grad, ours=True)
     assert ours[0].dtype == torch.bfloat16 and ours[0].shape == theirs[0].shape and ours[0].is_contiguous()
     assert ours[2].dtype == conv.weight.dtype == torch.float32  # the float32 master weight gets its gradient
-    for mine, reference, truth in zip(ours, theirs, exact):
-        scale = truth.abs().max().item()
-        error = (mine.double() - truth).abs().max().item() / scale
-        reference_error = (reference.double() - truth).abs().max().item() / scale
-        assert error <= max(2 * reference_error, 2 ** -8), (error, reference_error)
+    _assert_no_worse_than_onednn(ours, theirs, exact)
 
 
 def test_only_plain_1x1_convolutions_while_training_in_bf16_take_the_new_path(monkeypatch):
@@ -157,11 +163,7 @@ def test_depthwise_matches_convolution_as_closely_as_bf16_allows(bias):
     ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.depthwise_bf16)
     if not bias:
         assert torch.equal(ours[0], theirs[0])  # the forward is oneDNN's own
-    for mine, reference, truth in zip(ours, theirs, exact):
-        scale = truth.abs().max().item()
-        error = (mine.double() - truth).abs().max().item() / scale
-        reference_error = (reference.double() - truth).abs().max().item() / scale
-        assert error <= max(2 * reference_error, 2 ** -8), (error, reference_error)
+    _assert_no_worse_than_onednn(ours, theirs, exact)
 
 
 def test_depthwise_path_only_where_it_was_measured(monkeypatch):
