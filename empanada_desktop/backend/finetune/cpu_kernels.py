@@ -10,12 +10,15 @@ oneDNN's backward kernels run far below the machine's bf16 matrix throughput
 - the weight gradient of depthwise k x k convolutions: 146-154 ms for the decoders' and heads'
   5 x 5 layers, 0.84 GFLOP of useful work each. Here it is one batched matrix product over
   8 x 8 tiles of the output (41 ms); forward and input gradient stay oneDNN's.
+- the stem's 3 x 3 max pooling with stride 2 (not a oneDNN kernel): torch's NCHW kernel took
+  68-70 ms forward for 16 x 64 x 128 x 128 in bf16, its channels-last kernel 4.5 ms, 36 ms with
+  the conversions to and from; the backward stays NCHW.
 
-The arithmetic is the same kind (bf16 products, float32 sums); only the order of the sums
+For the convolutions the arithmetic is the same kind (bf16 products, float32 sums); only the order of the sums
 differs, as between any two kernels, and the errors against float64 match or beat oneDNN's.
 
 Where it applies: while gradients are recorded on the CPU in bf16 (autocast or bf16 tensors)
-and the layer's weight or input needs one. Everything else (float32, inference, frozen
+and the layer's weight or input needs one (for the pooling: its input). Everything else (float32, inference, frozen
 layers, CUDA, feature maps that are not a multiple of the tile) keeps ``nn.Conv2d``'s own
 forward. The swap is an instance attribute set by ``Bf16Kernels.active`` for the training
 forward, so state dicts, checkpoints, TorchScript export, validation and int8 tracing never
@@ -111,6 +114,47 @@ def depthwise_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, tile:
     return picked.sum(-1, dtype=torch.promote_types(x.dtype, torch.float32)).reshape(c, 1, k, k)
 
 
+class _MaxPoolChannelsLast(torch.autograd.Function):
+    """``F.max_pool2d`` of a bf16 NCHW batch computed by torch's channels-last kernel (its NCHW
+    one took 68-70 ms forward for the stem's 16 x 64 x 128 x 128; channels-last with both
+    conversions 36 ms). Values and winner positions are torch's own, so the backward is
+    torch's NCHW one (6 ms), fed those positions."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, k: int, s: int, p: int) -> torch.Tensor:
+        values, indices = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last),
+                                                                 [k, k], [s, s], [p, p], [1, 1], False)
+        ctx.save_for_backward(x, indices.contiguous())
+        ctx.window = (k, s, p)
+        return values.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, indices = ctx.saved_tensors
+        k, s, p = ctx.window
+        grad_x = torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, [k, k], [s, s], [p, p], [1, 1],
+                                                                 False, indices)
+        return grad_x, None, None, None
+
+
+def maxpool_eligible(pool: nn.Module) -> bool:
+    """A square max pooling without dilation, floor mode and with padding at most half the
+    window, as ResNet's stem has."""
+    if type(pool) is not nn.MaxPool2d or pool.return_indices or pool.ceil_mode:
+        return False
+    k, s, p, d = (pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    return all(isinstance(v, int) for v in (k, s, p, d)) and d == 1 and 0 <= p <= k // 2 and s >= 1
+
+
+def maxpool_bf16(pool: nn.MaxPool2d, x: torch.Tensor) -> torch.Tensor:
+    """``pool(x)`` through ``_MaxPoolChannelsLast`` for a bf16 NCHW batch on the CPU that needs
+    a gradient, else the module's own forward."""
+    if not (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled() and x.requires_grad
+            and x.dtype == torch.bfloat16 and x.is_contiguous()):
+        return nn.MaxPool2d.forward(pool, x)
+    return _MaxPoolChannelsLast.apply(x, pool.kernel_size, pool.stride, pool.padding)
+
+
 def depthwise_eligible(conv: nn.Module) -> bool:
     """A depthwise k x k convolution (k odd) with stride 1 and 'same' zero padding."""
     if type(conv) is not nn.Conv2d:
@@ -168,7 +212,7 @@ class Bf16Kernels:
 
     def __init__(self, model: nn.Module) -> None:
         self.names = [name for name, module in model.named_modules()
-                      if pointwise_eligible(module) or depthwise_eligible(module)]
+                      if pointwise_eligible(module) or depthwise_eligible(module) or maxpool_eligible(module)]
 
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[None]:
@@ -186,8 +230,8 @@ class Bf16Kernels:
                 del conv.forward
 
 
-def _bound(conv: nn.Conv2d):
-    kernel = pointwise_bf16 if pointwise_eligible(conv) else depthwise_bf16
+def _bound(conv: nn.Module):
+    kernel = pointwise_bf16 if pointwise_eligible(conv) else depthwise_bf16 if depthwise_eligible(conv) else maxpool_bf16
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return kernel(conv, x)

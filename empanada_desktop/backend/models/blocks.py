@@ -78,17 +78,48 @@ class Resample2d(nn.Module):
 
 def resize_bilinear(x: torch.Tensor, size: List[int]) -> torch.Tensor:
     """``F.interpolate`` to ``size``, bilinear with aligned corners; the same values in the same
-    memory format. A bf16 NCHW batch on the CPU (autocast training) is resized in channels-last
-    and converted back: torch's NCHW bf16 kernel took 113 ms forward and 141 ms forward plus
-    backward for the decoder's 16 x 256 x 16 x 16 -> 64 x 64, the channels-last kernel with the
-    conversions 33 / 60 ms (batch 1 to 8 at 16 px also faster; 4 x 256 x 32 x 32 -> 128: 37.5
-    against 34.5 ms). float32 is left alone: there NCHW was faster at batch 1 (inference), and
-    float32 training on the CPU is channels-last already."""
+    memory format. torch's NCHW bf16 kernel is slow on the CPU at training batch sizes (113 ms
+    forward, 141 ms forward plus backward for the decoder's 16 x 256 x 16 x 16 -> 64 x 64), so
+    a bf16 NCHW batch there takes another route: while it trains, two float32 matrix products
+    (``_resize_separable``: 21 ms forward plus backward); otherwise channels-last and back
+    (33 / 60 ms; 4 x 256 x 32 x 32 -> 128: 37.5 against 34.5 ms). float32 is left alone: there
+    NCHW was faster at batch 1 (inference), and float32 training on the CPU is channels-last
+    already."""
     if x.device.type == "cpu" and x.dtype == torch.bfloat16 and x.dim() == 4 and x.shape[1] > 1 and x.is_contiguous():
+        if not torch.jit.is_scripting() and x.requires_grad and torch.is_grad_enabled():
+            return _resize_separable(x, size)
         y = F.interpolate(x.contiguous(memory_format=torch.channels_last), size=size, mode="bilinear",
                           align_corners=True)
         return y.contiguous()
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
+
+
+@torch.jit.unused
+def _resize_separable(x: torch.Tensor, size: List[int]) -> torch.Tensor:
+    """Bilinear resizing with aligned corners as ``rows @ x @ cols^T``, each matrix holding an
+    axis' two interpolation weights per output; computed in float32 and rounded to ``x``'s
+    dtype once, as torch's kernel does (outputs differ from it by at most one rounding step).
+    Autograd takes the transposed products for the backward."""
+    with torch.autocast("cpu", enabled=False):
+        rows = bilinear_matrix(x.shape[2], size[0])
+        cols = bilinear_matrix(x.shape[3], size[1])
+        y = torch.matmul(rows, x.float())  # (N, C, H_out, W): a batch of small products
+        return torch.matmul(y, cols.t()).to(x.dtype)  # one matrix product over all rows
+
+
+def bilinear_matrix(n_in: int, n_out: int) -> torch.Tensor:
+    """(n_out, n_in) float32 weights of bilinear interpolation with aligned corners along one
+    axis: output i reads inputs floor(s) and floor(s) + 1 at s = i * (n_in - 1) / (n_out - 1)."""
+    position = torch.arange(n_out, dtype=torch.float64) * ((n_in - 1) / max(n_out - 1, 1))
+    low = position.floor().clamp(max=n_in - 1)
+    frac = position - low
+    low = low.long()
+    high = (low + 1).clamp(max=n_in - 1)
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
+    out = torch.arange(n_out)
+    matrix.index_put_((out, low), 1.0 - frac, accumulate=True)
+    matrix.index_put_((out, high), frac, accumulate=True)
+    return matrix.to(torch.float32)
 
 
 def upsample(x: torch.Tensor, factor: float) -> torch.Tensor:

@@ -85,9 +85,11 @@ def test_active_swaps_for_the_block_only_and_keeps_the_state_dict():
     keys = list(model.state_dict())
     kernels = cpu_kernels.Bf16Kernels(model)
     eligible = [cpu_kernels.pointwise_eligible(model.get_submodule(n)) or
-                cpu_kernels.depthwise_eligible(model.get_submodule(n)) for n in kernels.names]
+                cpu_kernels.depthwise_eligible(model.get_submodule(n)) or
+                cpu_kernels.maxpool_eligible(model.get_submodule(n)) for n in kernels.names]
     assert kernels.names and all(eligible)
     assert any(cpu_kernels.depthwise_eligible(model.get_submodule(n)) for n in kernels.names)
+    assert any(cpu_kernels.maxpool_eligible(model.get_submodule(n)) for n in kernels.names)  # the stem's
     first = model.get_submodule(kernels.names[0])
     marker = first.forward = lambda x: x  # swapped by someone else: left alone
     with kernels.active(model):
@@ -185,3 +187,40 @@ def test_depthwise_path_only_where_it_was_measured(monkeypatch):
     assert calls == [1]
     x = torch.randn(1, 4, 16, 16)
     assert torch.equal(cpu_kernels.depthwise_bf16(conv, x), conv(x))  # float32: nn.Conv2d itself
+
+
+@pytest.mark.parametrize("k,s,p,shape", [(3, 2, 1, (2, 5, 17, 12)), (2, 2, 0, (1, 3, 8, 9)), (5, 3, 2, (1, 2, 13, 13))])
+def test_max_pooling_gives_torchs_values_and_gradients_exactly(k, s, p, shape):
+    """Values from torch's channels-last kernel, gradients from its NCHW backward with those
+    winners: both must be bit for bit what nn.MaxPool2d gives, ties included."""
+    torch.manual_seed(0)
+    pool = nn.MaxPool2d(k, s, p)
+    assert cpu_kernels.maxpool_eligible(pool)
+    for values in (torch.randn(shape), torch.randint(0, 3, shape).float()):  # the second: many ties
+        base = values.to(torch.bfloat16)
+        ours_in = base.clone().requires_grad_(True)
+        theirs_in = base.clone().requires_grad_(True)
+        ours = cpu_kernels.maxpool_bf16(pool, ours_in)
+        theirs = pool(theirs_in)
+        assert ours.is_contiguous() and torch.equal(ours, theirs)
+        grad = torch.randn(theirs.shape).to(torch.bfloat16)
+        ours.backward(grad)
+        theirs.backward(grad)
+        assert ours_in.grad.is_contiguous() and torch.equal(ours_in.grad, theirs_in.grad)
+
+
+def test_max_pooling_path_only_for_bf16_batches_that_need_a_gradient(monkeypatch):
+    calls = []
+    original = cpu_kernels._MaxPoolChannelsLast.apply
+    monkeypatch.setattr(cpu_kernels._MaxPoolChannelsLast, "apply", lambda *a: calls.append(1) or original(*a))
+    assert not cpu_kernels.maxpool_eligible(nn.MaxPool2d(3, 2, 1, ceil_mode=True))
+    assert not cpu_kernels.maxpool_eligible(nn.MaxPool2d(3, 2, 1, dilation=2))
+    assert not cpu_kernels.maxpool_eligible(nn.MaxPool2d((3, 2), 2))
+    assert not cpu_kernels.maxpool_eligible(nn.AvgPool2d(3, 2, 1))
+    pool = nn.MaxPool2d(3, 2, 1)
+    x = torch.randn(1, 2, 8, 8)
+    cpu_kernels.maxpool_bf16(pool, x.requires_grad_(True))  # float32
+    cpu_kernels.maxpool_bf16(pool, x.detach().to(torch.bfloat16))  # inference (no gradient wanted)
+    assert calls == []
+    cpu_kernels.maxpool_bf16(pool, x.detach().to(torch.bfloat16).requires_grad_(True))
+    assert calls == [1]
