@@ -10,6 +10,10 @@ oneDNN's backward kernels run far below the machine's bf16 matrix throughput
 - the weight gradient of depthwise k x k convolutions: 146-154 ms for the decoders' and heads'
   5 x 5 layers, 0.84 GFLOP of useful work each. Here it is one batched matrix product over
   8 x 8 tiles of the output (41 ms); forward and input gradient stay oneDNN's.
+- the weight gradient of dilated convolutions (the ASPPs' 3 x 3 at rates 2, 4 and 6 on the
+  16 x 16 map of a 256 px patch, 2048 -> 256 channels): oneDNN 84-106 ms each, about half the
+  bf16 matrix speed. Here one matrix product per kernel tap over the positions whose tap reads
+  inside the map (71-88 ms); forward and input gradient stay oneDNN's.
 - the stem's 3 x 3 max pooling with stride 2 (not a oneDNN kernel): torch's NCHW kernel took
   68-70 ms forward for 16 x 64 x 128 x 128 in bf16, its channels-last kernel 4.5 ms, 36 ms with
   the conversions to and from; the backward stays NCHW.
@@ -114,6 +118,100 @@ def depthwise_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, tile:
     return picked.sum(-1, dtype=torch.promote_types(x.dtype, torch.float32)).reshape(c, 1, k, k)
 
 
+class _DilatedTaps(torch.autograd.Function):
+    """A k x k convolution with dilation d and 'same' padding (stride 1, bf16) whose weight
+    gradient is one matrix product per tap (``dilated_weight_gradient``); the forward and the
+    input gradient stay oneDNN's."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.dilation = dilation
+        pad = dilation * (weight.shape[-1] // 2)
+        return F.conv2d(x, weight, None, 1, pad, dilation, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        d = ctx.dilation
+        pad = d * (weight.shape[-1] // 2)
+        grad = grad.contiguous()
+        grad_x = grad_weight = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [pad, pad], [d, d], False,
+                                                         [0, 0], 1, [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_weight = dilated_weight_gradient(x, grad, weight.shape[-1], d).to(weight.dtype)
+        return grad_x, grad_weight, None
+
+
+def dilated_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, d: int) -> torch.Tensor:
+    """Weight gradient (O, C, k, k) of a k x k convolution with dilation ``d``, stride 1 and
+    zero padding d * (k // 2), for input ``x`` (N, C, H, W) and output gradient ``grad``
+    (N, O, H, W).
+
+    With the images innermost, (C, H, W, N), a tap's shift (dy, dx) is one constant offset of
+    the flat index, so each tap is one matrix product over a contiguous range of positions
+    (float32 sums inside, one rounding): the rows whose tap reads inside the map, and for
+    dx != 0 whole rows with the gradient zeroed at the columns whose tap would read outside.
+    At large dilations many taps read mostly padding, which these ranges skip.
+    """
+    n, c, h, w = x.shape
+    o = grad.shape[1]
+    total = h * w * n
+    r = k // 2
+    inputs = x.permute(1, 2, 3, 0).contiguous().view(c, total)
+    grads = grad.permute(1, 2, 3, 0).contiguous()  # (O, H, W, N)
+    by_dx = {}
+    for j in range(k):
+        dx = (j - r) * d
+        if dx == 0 or abs(dx) >= w:
+            by_dx[dx] = grads.view(o, total)
+            continue
+        masked = grads.clone()
+        if dx > 0:
+            masked[:, :, w - dx:] = 0  # columns whose tap reads past the right edge
+        else:
+            masked[:, :, :-dx] = 0  # ... past the left edge
+        by_dx[dx] = masked.view(o, total)
+    result = torch.zeros(k, k, o, c, dtype=torch.promote_types(x.dtype, grad.dtype))
+    for i in range(k):
+        dy = (i - r) * d
+        first, last = max(0, -dy), min(h, h - dy)  # output rows whose tap row is inside
+        for j in range(k):
+            dx = (j - r) * d
+            if last <= first or abs(dx) >= w:
+                continue  # the tap reads only padding
+            shift = (dy * w + dx) * n
+            start, stop = max(first * w * n, -shift), min(last * w * n, total - shift)
+            torch.mm(by_dx[dx][:, start:stop], inputs[:, start + shift:stop + shift].t(), out=result[i, j])
+    return result.permute(2, 3, 0, 1).contiguous()
+
+
+def dilated_eligible(conv: nn.Module) -> bool:
+    """A dense k x k convolution (k odd) with dilation >= 2, stride 1 and 'same' zero padding:
+    the ASPPs' and a dilated ResNet stage's."""
+    if type(conv) is not nn.Conv2d:
+        return False
+    k, d = conv.kernel_size[0], conv.dilation[0]
+    return (conv.kernel_size == (k, k) and k % 2 == 1 and k > 1 and conv.dilation == (d, d) and d >= 2
+            and conv.stride == (1, 1) and conv.padding == (d * (k // 2),) * 2 and conv.groups == 1
+            and conv.padding_mode == "zeros")
+
+
+def dilated_bf16(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` with the per-tap weight gradient when its weight trains in bf16 on the CPU,
+    else ``conv``'s own forward."""
+    if not (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled() and conv.weight.requires_grad
+            and _bf16_compute(x)):
+        return nn.Conv2d.forward(conv, x)
+    with torch.autocast("cpu", enabled=False):
+        y = _DilatedTaps.apply(x.to(torch.bfloat16).contiguous(), conv.weight.to(torch.bfloat16), conv.dilation[0])
+        if conv.bias is not None:
+            y = y + conv.bias.to(torch.bfloat16).reshape(1, -1, 1, 1)
+    return y
+
+
 class _MaxPoolChannelsLast(torch.autograd.Function):
     """``F.max_pool2d`` of a bf16 NCHW batch computed by torch's channels-last kernel (its NCHW
     one took 68-70 ms forward for the stem's 16 x 64 x 128 x 128; channels-last with both
@@ -207,12 +305,16 @@ def pointwise_bf16(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
+_KERNELS = ((pointwise_eligible, pointwise_bf16), (depthwise_eligible, depthwise_bf16),
+            (dilated_eligible, dilated_bf16), (maxpool_eligible, maxpool_bf16))
+
+
 class Bf16Kernels:
     """The convolutions of a model that train through the functions above while ``active``."""
 
     def __init__(self, model: nn.Module) -> None:
         self.names = [name for name, module in model.named_modules()
-                      if pointwise_eligible(module) or depthwise_eligible(module) or maxpool_eligible(module)]
+                      if any(eligible(module) for eligible, _ in _KERNELS)]
 
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[None]:
@@ -231,7 +333,7 @@ class Bf16Kernels:
 
 
 def _bound(conv: nn.Module):
-    kernel = pointwise_bf16 if pointwise_eligible(conv) else depthwise_bf16 if depthwise_eligible(conv) else maxpool_bf16
+    kernel = next(kernel for eligible, kernel in _KERNELS if eligible(conv))
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         return kernel(conv, x)

@@ -24,7 +24,7 @@ def _run(conv: nn.Conv2d, x0: torch.Tensor, grad: torch.Tensor, ours: bool, dtyp
     x = x0.clone().to(dtype).requires_grad_(True)
     if dtype == torch.float64:
         y = F.conv2d(x, conv.weight.double(), None if conv.bias is None else conv.bias.double(),
-                     padding=conv.padding, groups=conv.groups)
+                     padding=conv.padding, dilation=conv.dilation, groups=conv.groups)
         grads = torch.autograd.grad(y, [x, conv.weight] + ([conv.bias] if conv.bias is not None else []), grad.double())
         return [y, *grads]
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -86,10 +86,12 @@ def test_active_swaps_for_the_block_only_and_keeps_the_state_dict():
     kernels = cpu_kernels.Bf16Kernels(model)
     eligible = [cpu_kernels.pointwise_eligible(model.get_submodule(n)) or
                 cpu_kernels.depthwise_eligible(model.get_submodule(n)) or
-                cpu_kernels.maxpool_eligible(model.get_submodule(n)) for n in kernels.names]
+                cpu_kernels.maxpool_eligible(model.get_submodule(n)) or
+                cpu_kernels.dilated_eligible(model.get_submodule(n)) for n in kernels.names]
     assert kernels.names and all(eligible)
     assert any(cpu_kernels.depthwise_eligible(model.get_submodule(n)) for n in kernels.names)
     assert any(cpu_kernels.maxpool_eligible(model.get_submodule(n)) for n in kernels.names)  # the stem's
+    assert any(cpu_kernels.dilated_eligible(model.get_submodule(n)) for n in kernels.names)  # the ASPPs'
     first = model.get_submodule(kernels.names[0])
     marker = first.forward = lambda x: x  # swapped by someone else: left alone
     with kernels.active(model):
@@ -224,3 +226,56 @@ def test_max_pooling_path_only_for_bf16_batches_that_need_a_gradient(monkeypatch
     assert calls == []
     cpu_kernels.maxpool_bf16(pool, x.detach().to(torch.bfloat16).requires_grad_(True))
     assert calls == [1]
+
+
+@pytest.mark.parametrize("shape,cout,k,d", [((2, 5, 9, 11), 3, 3, 2), ((3, 4, 8, 8), 6, 3, 4), ((1, 3, 7, 13), 2, 5, 2),
+                                            ((2, 3, 6, 6), 3, 3, 6), ((2, 3, 6, 6), 3, 3, 7)])
+def test_dilated_weight_gradient_by_taps_equals_the_convolution_gradient(shape, cout, k, d):
+    """float64 in, float64 out: exact, including taps that read only padding (d >= the map)."""
+    torch.manual_seed(0)
+    x = torch.randn(shape, dtype=torch.float64)
+    grad = torch.randn(shape[0], cout, *shape[2:], dtype=torch.float64)
+    weight = torch.zeros(cout, shape[1], k, k, dtype=torch.float64)
+    pad = d * (k // 2)
+    expected = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [pad, pad], [d, d], False, [0, 0],
+                                                   1, [False, True, False])[1]
+    ours = cpu_kernels.dilated_weight_gradient(x, grad, k, d)
+    assert ours.shape == expected.shape and ours.is_contiguous()
+    torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_dilated_matches_convolution_as_closely_as_bf16_allows(bias):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(24, 8, 3, padding=4, dilation=4, bias=bias)
+    assert cpu_kernels.dilated_eligible(conv)
+    x0 = torch.randn(4, 24, 16, 16)
+    grad = torch.randn(4, 8, 16, 16)
+    exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
+    theirs = _run(conv, x0, grad, ours=False)
+    ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.dilated_bf16)
+    if not bias:
+        assert torch.equal(ours[0], theirs[0])  # the forward is oneDNN's own
+    _assert_no_worse_than_onednn(ours, theirs, exact)
+
+
+def test_dilated_path_only_where_it_was_measured(monkeypatch):
+    calls = []
+    original = cpu_kernels._DilatedTaps.apply
+    monkeypatch.setattr(cpu_kernels._DilatedTaps, "apply", lambda *a: calls.append(1) or original(*a))
+    assert not cpu_kernels.dilated_eligible(nn.Conv2d(4, 4, 3, padding=1))  # dilation 1: oneDNN was faster
+    assert not cpu_kernels.dilated_eligible(nn.Conv2d(4, 4, 3, padding=1, dilation=2))  # not 'same'
+    assert not cpu_kernels.dilated_eligible(nn.Conv2d(4, 4, 3, padding=2, dilation=2, stride=2))
+    assert not cpu_kernels.dilated_eligible(nn.Conv2d(4, 4, 3, padding=2, dilation=2, groups=2))
+    conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        conv.weight.requires_grad_(False)
+        cpu_kernels.dilated_bf16(conv, torch.randn(1, 4, 8, 8, requires_grad=True))  # frozen weight
+        conv.weight.requires_grad_(True)
+        with torch.no_grad():
+            cpu_kernels.dilated_bf16(conv, torch.randn(1, 4, 8, 8))  # inference
+        assert calls == []
+        cpu_kernels.dilated_bf16(conv, torch.randn(1, 4, 8, 8))
+    assert calls == [1]
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.equal(cpu_kernels.dilated_bf16(conv, x), conv(x))  # float32: nn.Conv2d itself
