@@ -1,7 +1,7 @@
-"""Faster kernels for bf16 training on a CPU, swapped in for the training forward only.
+"""Faster kernels for training on a CPU, swapped in for the training forward only.
 
-bf16 trains in NCHW memory on the CPU (see ``trainer.uses_channels_last``), and there two of
-oneDNN's backward kernels run far below the machine's bf16 matrix throughput
+bf16 trains in NCHW memory on the CPU (see ``trainer.uses_channels_last``), and there some of
+oneDNN's and torch's kernels run far below the machine's bf16 matrix throughput
 (docs/CPU_SPEED.md has the numbers):
 
 - 1x1 convolutions: 61-170 ms for the backward of MitoNet_v1's 256 -> 256 pointwise layers at
@@ -21,12 +21,13 @@ oneDNN's backward kernels run far below the machine's bf16 matrix throughput
 For the convolutions the arithmetic is the same kind (bf16 products, float32 sums); only the order of the sums
 differs, as between any two kernels, and the errors against float64 match or beat oneDNN's.
 
-Where it applies: while gradients are recorded on the CPU in bf16 (autocast or bf16 tensors)
-and the layer's weight or input needs one (for the pooling: its input). Everything else (float32, inference, frozen
-layers, CUDA, feature maps that are not a multiple of the tile) keeps ``nn.Conv2d``'s own
-forward. The swap is an instance attribute set by ``Bf16Kernels.active`` for the training
-forward, so state dicts, checkpoints, TorchScript export, validation and int8 tracing never
-see it.
+Where it applies (``for_training``): all of the above while gradients are recorded on the CPU
+in bf16 (autocast or bf16 tensors) and the layer's weight or input needs one (for the pooling:
+its input); in float32 only the dilated weight gradients, and only on CPUs whose widest vectors
+are AVX2 (there oneDNN's float32 kernel was the slower one). Everything else (inference, frozen
+layers, CUDA, feature maps that are not a multiple of the tile) keeps the layer's own forward.
+The swap is an instance attribute set by ``TrainingKernels.active`` for the training forward,
+so state dicts, checkpoints, TorchScript export, validation and int8 tracing never see it.
 """
 
 from __future__ import annotations
@@ -135,13 +136,15 @@ class _DilatedTaps(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         d = ctx.dilation
         pad = d * (weight.shape[-1] // 2)
-        grad = grad.contiguous()
+        grad = grad.contiguous(memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [pad, pad], [d, d], False,
                                                          [0, 0], 1, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
             grad_weight = dilated_weight_gradient(x, grad, weight.shape[-1], d).to(weight.dtype)
+            if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+                grad_weight = grad_weight.contiguous(memory_format=torch.channels_last)
         return grad_x, grad_weight, None
 
 
@@ -199,16 +202,20 @@ def dilated_eligible(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
-def dilated_bf16(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` with the per-tap weight gradient when its weight trains in bf16 on the CPU,
+def dilated_kernel(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` with the per-tap weight gradient when its weight trains on the CPU in bf16 or
+    float32 (``TrainingKernels`` swaps it in for float32 only where that was measured faster),
     else ``conv``'s own forward."""
-    if not (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled() and conv.weight.requires_grad
-            and _bf16_compute(x)):
+    if not (x.device.type == "cpu" and x.dim() == 4 and torch.is_grad_enabled() and conv.weight.requires_grad):
         return nn.Conv2d.forward(conv, x)
+    dtype = torch.bfloat16 if _bf16_compute(x) else x.dtype
+    if dtype not in (torch.bfloat16, torch.float32) or conv.weight.dtype != torch.float32:
+        return nn.Conv2d.forward(conv, x)
+    layout = torch.channels_last if _channels_last(x) else torch.contiguous_format
     with torch.autocast("cpu", enabled=False):
-        y = _DilatedTaps.apply(x.to(torch.bfloat16).contiguous(), conv.weight.to(torch.bfloat16), conv.dilation[0])
+        y = _DilatedTaps.apply(x.to(dtype).contiguous(memory_format=layout), conv.weight.to(dtype), conv.dilation[0])
         if conv.bias is not None:
-            y = y + conv.bias.to(torch.bfloat16).reshape(1, -1, 1, 1)
+            y = y + conv.bias.to(dtype).reshape(1, -1, 1, 1)
     return y
 
 
@@ -283,6 +290,10 @@ def pointwise_eligible(conv: nn.Module) -> bool:
             and conv.padding_mode == "zeros")
 
 
+def _channels_last(x: torch.Tensor) -> bool:
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
 def _bf16_compute(x: torch.Tensor) -> bool:
     if torch.is_autocast_enabled("cpu"):
         return torch.get_autocast_dtype("cpu") == torch.bfloat16
@@ -305,42 +316,56 @@ def pointwise_bf16(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-_KERNELS = ((pointwise_eligible, pointwise_bf16), (depthwise_eligible, depthwise_bf16),
-            (dilated_eligible, dilated_bf16), (maxpool_eligible, maxpool_bf16))
+_BF16_KERNELS = ((pointwise_eligible, pointwise_bf16), (depthwise_eligible, depthwise_bf16),
+                 (dilated_eligible, dilated_kernel), (maxpool_eligible, maxpool_bf16))
+# float32 on a CPU whose widest vectors are AVX2: oneDNN's float32 weight gradient of the ASPPs'
+# dilated convolutions took 269-305 ms per rate there, the per-tap products 213-260 ms (on
+# AVX-512 it was the other way round: 140-186 against 190-226 ms).
+_FP32_AVX2_KERNELS = ((dilated_eligible, dilated_kernel),)
 
 
-class Bf16Kernels:
-    """The convolutions of a model that train through the functions above while ``active``."""
+class TrainingKernels:
+    """The layers of a model that train through the functions above while ``active``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, kernels=_BF16_KERNELS) -> None:
+        self.kernels = kernels
         self.names = [name for name, module in model.named_modules()
-                      if any(eligible(module) for eligible, _ in _KERNELS)]
+                      if any(eligible(module) for eligible, _ in kernels)]
 
     @contextlib.contextmanager
     def active(self, model: nn.Module) -> Iterator[None]:
-        convs = [model.get_submodule(name) for name in self.names]
+        layers = [model.get_submodule(name) for name in self.names]
         swapped = []
         try:
-            for conv in convs:
-                if "forward" in vars(conv):  # something else swapped this one (e.g. frozen int8)
+            for layer in layers:
+                if "forward" in vars(layer):  # something else swapped this one (e.g. frozen int8)
                     continue
-                conv.forward = _bound(conv)  # an instance attribute: state_dict unchanged
-                swapped.append(conv)
+                layer.forward = self._bound(layer)  # an instance attribute: state_dict unchanged
+                swapped.append(layer)
             yield
         finally:
-            for conv in swapped:
-                del conv.forward
+            for layer in swapped:
+                del layer.forward
+
+    def _bound(self, layer: nn.Module):
+        kernel = next(kernel for eligible, kernel in self.kernels if eligible(layer))
+
+        def forward(x: torch.Tensor) -> torch.Tensor:
+            return kernel(layer, x)
+
+        return forward
 
 
-def _bound(conv: nn.Module):
-    kernel = next(kernel for eligible, kernel in _KERNELS if eligible(conv))
+def for_training(model: nn.Module, device: torch.device, precision_name: str) -> TrainingKernels | None:
+    """The kernels measured to gain for this device and precision: all of them for bf16 on the
+    CPU, the dilated weight gradients for float32 on an AVX2 CPU; else None."""
+    if device.type != "cpu":
+        return None
+    if precision_name == "bf16":
+        return TrainingKernels(model, _BF16_KERNELS)
+    if precision_name == "fp32":
+        from empanada_desktop.backend.cpu import cpu_capability_info
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        return kernel(conv, x)
-
-    return forward
-
-
-def wanted(device: torch.device, precision_name: str) -> bool:
-    """Training in bf16 on the CPU (the only case measured to gain)."""
-    return device.type == "cpu" and precision_name == "bf16"
+        if cpu_capability_info().kind == "AVX2":
+            return TrainingKernels(model, _FP32_AVX2_KERNELS)
+    return None

@@ -12,7 +12,6 @@ import torch
 from empanada_desktop.backend import distributed
 from empanada_desktop.backend.finetune import cpu_kernels
 from empanada_desktop.backend.finetune.config import FinetuneConfig
-from empanada_desktop.backend.finetune.cpu_kernels import Bf16Kernels
 from empanada_desktop.backend.finetune.data import Batch, TrainingData
 from empanada_desktop.backend.finetune.losses import PanopticLoss
 from empanada_desktop.backend.finetune.precision import Precision
@@ -65,8 +64,8 @@ class Trainer:
         self.criterion = PanopticLoss.from_params(getattr(model_config, "criterion_params", None))
         self.grad_norms: dict[str, torch.Tensor] | None = None  # per part, when clipping measured them
         self.frozen_int8 = None  # a FrozenInt8 once use_frozen_int8 prepared it
-        # bf16 on the CPU: 1x1 convolutions train as batched matrix products (cpu_kernels.py).
-        self.bf16_kernels = Bf16Kernels(model) if cpu_kernels.wanted(device, precision.name) else None
+        # On the CPU some layers train through faster kernels of our own (cpu_kernels.py).
+        self.cpu_kernels = cpu_kernels.for_training(model, device, precision.name)
 
     def use_frozen_int8(self, images: torch.Tensor) -> str | None:
         """Run the frozen encoder stages in int8 when ``config.frozen_int8`` asks for it here;
@@ -121,7 +120,7 @@ class Trainer:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
         frozen = self.frozen_int8.active(self.model) if self.frozen_int8 is not None else contextlib.nullcontext()
-        kernels = self.bf16_kernels.active(self.model) if self.bf16_kernels is not None else contextlib.nullcontext()
+        kernels = self.cpu_kernels.active(self.model) if self.cpu_kernels is not None else contextlib.nullcontext()
         with frozen, kernels, self.precision.autocast(), running_model():
             output = self.forward_module(images)
         # The loss itself runs in float32 (losses.py casts), outside autocast.

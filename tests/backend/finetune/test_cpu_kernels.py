@@ -75,15 +75,12 @@ def test_only_plain_1x1_convolutions_while_training_in_bf16_take_the_new_path(mo
     with torch.autocast("cpu", dtype=torch.bfloat16):
         cpu_kernels.pointwise_bf16(conv, x)
     assert calls == [1]
-    assert cpu_kernels.wanted(torch.device("cpu"), "bf16")
-    assert not cpu_kernels.wanted(torch.device("cpu"), "fp32")
-    assert not cpu_kernels.wanted(torch.device("cuda"), "bf16")
 
 
 def test_active_swaps_for_the_block_only_and_keeps_the_state_dict():
     model = build_tiny(seed=0)
     keys = list(model.state_dict())
-    kernels = cpu_kernels.Bf16Kernels(model)
+    kernels = cpu_kernels.TrainingKernels(model)
     eligible = [cpu_kernels.pointwise_eligible(model.get_submodule(n)) or
                 cpu_kernels.depthwise_eligible(model.get_submodule(n)) or
                 cpu_kernels.maxpool_eligible(model.get_submodule(n)) or
@@ -112,9 +109,9 @@ def _gradients(precision: str, kernels: bool) -> dict[str, torch.Tensor]:
     config = FinetuneConfig(model="tiny", train_dirs=["unused"], new_name="tiny_bf16", layers="all", batch_size=2,
                             patch_size=64, device="cpu", precision=precision, frozen_int8="off")
     trainer = trainer_module.Trainer(model, None, config, torch.device("cpu"), Precision(precision, "cpu"))
-    assert (trainer.bf16_kernels is not None) == (precision == "bf16")
+    assert (trainer.cpu_kernels is not None) == (precision == "bf16")  # this test's CPU may be AVX2: see below
     if not kernels:
-        trainer.bf16_kernels = None
+        trainer.cpu_kernels = None
     # One memory format for all three (float32 would train channels-last: other dropout masks).
     trainer.channels_last = False
     trainer.model = trainer.forward_module = trainer.model.to(memory_format=torch.contiguous_format)
@@ -253,7 +250,7 @@ def test_dilated_matches_convolution_as_closely_as_bf16_allows(bias):
     grad = torch.randn(4, 8, 16, 16)
     exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
     theirs = _run(conv, x0, grad, ours=False)
-    ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.dilated_bf16)
+    ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.dilated_kernel)
     if not bias:
         assert torch.equal(ours[0], theirs[0])  # the forward is oneDNN's own
     _assert_no_worse_than_onednn(ours, theirs, exact)
@@ -270,12 +267,53 @@ def test_dilated_path_only_where_it_was_measured(monkeypatch):
     conv = nn.Conv2d(4, 4, 3, padding=2, dilation=2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         conv.weight.requires_grad_(False)
-        cpu_kernels.dilated_bf16(conv, torch.randn(1, 4, 8, 8, requires_grad=True))  # frozen weight
+        cpu_kernels.dilated_kernel(conv, torch.randn(1, 4, 8, 8, requires_grad=True))  # frozen weight
         conv.weight.requires_grad_(True)
         with torch.no_grad():
-            cpu_kernels.dilated_bf16(conv, torch.randn(1, 4, 8, 8))  # inference
+            cpu_kernels.dilated_kernel(conv, torch.randn(1, 4, 8, 8))  # inference
         assert calls == []
-        cpu_kernels.dilated_bf16(conv, torch.randn(1, 4, 8, 8))
+        cpu_kernels.dilated_kernel(conv, torch.randn(1, 4, 8, 8))
     assert calls == [1]
-    x = torch.randn(1, 4, 8, 8)
-    assert torch.equal(cpu_kernels.dilated_bf16(conv, x), conv(x))  # float32: nn.Conv2d itself
+    conv.double()
+    cpu_kernels.dilated_kernel(conv, torch.randn(1, 4, 8, 8, dtype=torch.float64))  # float64: its own forward
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_dilated_kernel_in_float32_gives_the_convolutions_gradients(channels_last):
+    """float32 training (channels-last on the CPU) through the per-tap weight gradient: the same
+    output as the convolution, gradients equal within float32 rounding, layouts kept."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(12, 6, 3, padding=2, dilation=2)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    conv = conv.to(memory_format=layout)
+    x0 = torch.randn(3, 12, 10, 9).contiguous(memory_format=layout)
+    grad = torch.randn(3, 6, 10, 9).contiguous(memory_format=layout)
+    results = []
+    for kernel in (nn.Conv2d.forward, cpu_kernels.dilated_kernel):
+        conv.zero_grad(set_to_none=True)
+        x = x0.clone().requires_grad_(True)
+        y = kernel(conv, x)
+        y.backward(grad)
+        results.append((y, x.grad, conv.weight.grad, conv.bias.grad))
+    for theirs, ours in zip(*results):
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert results[1][2].is_contiguous(memory_format=layout)
+
+
+def test_training_kernels_by_device_precision_and_cpu_kind(monkeypatch):
+    from empanada_desktop.backend import cpu
+
+    model = build_tiny(seed=0)
+    cpu_device = torch.device("cpu")
+    assert cpu_kernels.for_training(model, torch.device("cuda"), "bf16") is None
+    bf16 = cpu_kernels.for_training(model, cpu_device, "bf16")
+    kinds = {type(model.get_submodule(n)).__name__ for n in bf16.names}
+    assert kinds == {"Conv2d", "MaxPool2d"}
+    for kind, expected in (("AVX2", True), ("AVX-512", False), ("AVX-512 BF16", False), ("AMX", False)):
+        monkeypatch.setattr(cpu, "cpu_capability_info", lambda kind=kind: type("C", (), {"kind": kind})())
+        fp32 = cpu_kernels.for_training(model, cpu_device, "fp32")
+        assert (fp32 is not None) == expected, kind
+        if fp32 is not None:  # only the dilated convolutions
+            assert fp32.names and all(cpu_kernels.dilated_eligible(model.get_submodule(n)) for n in fp32.names)
