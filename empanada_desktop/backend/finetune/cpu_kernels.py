@@ -40,26 +40,49 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# From about a million weights on, ``bmm`` with the weight expanded over the batch copied the
+# weight once per image first (16-33 ms per call for layer4's 2048 x 512 and 2048 x 1024 at
+# 16 x 16, batch 16); a product per image reads it in place.
+_PER_IMAGE_WEIGHTS = 1 << 20
+
+
+def _weight_times(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight @ x[n]`` for every image n of x (N, C, P): one ``bmm``, or one ``mm`` per image
+    for large weights."""
+    n, c, p = x.shape
+    if weight.numel() < _PER_IMAGE_WEIGHTS:
+        return torch.bmm(weight.expand(n, weight.shape[0], c), x)
+    out = torch.empty(n, weight.shape[0], p, dtype=x.dtype)
+    for i in range(n):
+        torch.mm(weight, x[i], out=out[i])
+    return out
+
+
 class _PointwiseBmm(torch.autograd.Function):
-    """``y[n] = W @ x[n]`` for x (N, C, P) and W (O, C), all bf16; gradients by ``bmm`` too."""
+    """``y[n] = W @ x[n]`` for x (N, C, P) and W (O, C), all bf16; gradients by matrix products
+    too."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        n, c, _ = x.shape
-        return torch.bmm(weight.expand(n, weight.shape[0], c), x)
+        return _weight_times(weight, x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        n, c, _ = x.shape
         grad = grad.contiguous()
         grad_x = grad_weight = None
         if ctx.needs_input_grad[0]:  # a contiguous transpose: bmm would copy a strided one per image
-            grad_x = torch.bmm(weight.t().contiguous().expand(n, c, weight.shape[0]), grad)
+            grad_x = _weight_times(weight.t().contiguous(), grad)
         if ctx.needs_input_grad[1]:
             # Per image in bf16 (float32 sums inside), then the images summed in float32.
-            grad_weight = torch.bmm(grad, x.transpose(1, 2)).sum(0, dtype=torch.float32).to(weight.dtype)
+            if weight.numel() < _PER_IMAGE_WEIGHTS:
+                grad_weight = torch.bmm(grad, x.transpose(1, 2)).sum(0, dtype=torch.float32)
+            else:
+                grad_weight = torch.zeros(weight.shape, dtype=torch.float32)
+                for i in range(x.shape[0]):
+                    grad_weight += torch.mm(grad[i], x[i].t())
+            grad_weight = grad_weight.to(weight.dtype)
         return grad_x, grad_weight
 
 
@@ -163,7 +186,7 @@ def dilated_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, d: int)
     o = grad.shape[1]
     total = h * w * n
     r = k // 2
-    inputs = x.permute(1, 2, 3, 0).contiguous().view(c, total)
+    inputs = _images_innermost(x).view(c, total)
     grads = grad.permute(1, 2, 3, 0).contiguous()  # (O, H, W, N)
     by_dx = {}
     for j in range(k):
@@ -189,6 +212,18 @@ def dilated_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, d: int)
             start, stop = max(first * w * n, -shift), min(last * w * n, total - shift)
             torch.mm(by_dx[dx][:, start:stop], inputs[:, start + shift:stop + shift].t(), out=result[i, j])
     return result.permute(2, 3, 0, 1).contiguous()
+
+
+def _images_innermost(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (N, C, H, W) as a contiguous (C, H, W, N). The ASPPs' three dilated convolutions of
+    both decoders read the same encoder output, so the copy (4.5 ms for 16 x 2048 x 16 x 16)
+    is kept on that tensor for as long as it lives and is unchanged."""
+    kept = getattr(x, "_images_innermost", None)
+    if kept is not None and kept[0] == x._version:
+        return kept[1]
+    layout = x.permute(1, 2, 3, 0).contiguous()
+    x._images_innermost = (x._version, layout)
+    return layout
 
 
 def dilated_eligible(conv: nn.Module) -> bool:

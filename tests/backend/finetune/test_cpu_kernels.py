@@ -317,3 +317,34 @@ def test_training_kernels_by_device_precision_and_cpu_kind(monkeypatch):
         assert (fp32 is not None) == expected, kind
         if fp32 is not None:  # only the dilated convolutions
             assert fp32.names and all(cpu_kernels.dilated_eligible(model.get_submodule(n)) for n in fp32.names)
+
+
+def test_dilated_weight_gradient_reuses_the_input_layout_only_while_the_input_is_unchanged():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    grad = torch.randn(2, 4, 8, 8, dtype=torch.float64)
+    first = cpu_kernels.dilated_weight_gradient(x, grad, 3, 2)
+    kept = x._images_innermost[1]
+    assert torch.equal(cpu_kernels.dilated_weight_gradient(x, grad, 3, 2), first)
+    assert x._images_innermost[1] is kept  # the same tensor, unchanged: reused
+    x.mul_(2)  # an in-place change: laid out again
+    weight = torch.zeros(4, 3, 3, 3, dtype=torch.float64)
+    expected = torch.ops.aten.convolution_backward(grad, x, weight, None, [1, 1], [2, 2], [2, 2], False, [0, 0], 1,
+                                                   [False, True, False])[1]
+    torch.testing.assert_close(cpu_kernels.dilated_weight_gradient(x, grad, 3, 2), expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cout,cin", [(8, 6), (2048, 512)])
+def test_pointwise_products_per_image_for_large_weights_match_the_batched_ones(cout, cin, monkeypatch):
+    """Large weights go image by image (no copy of the weight per image); both ways must give
+    the same forward and gradients as the convolution within bf16 rounding."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(cin, cout, 1, bias=False)
+    x0 = torch.randn(2, cin, 4, 4)
+    grad = torch.randn(2, cout, 4, 4)
+    exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
+    theirs = _run(conv, x0, grad, ours=False)
+    for limit in (1 << 20, 1):  # the app's threshold, then every weight per image
+        monkeypatch.setattr(cpu_kernels, "_PER_IMAGE_WEIGHTS", limit)
+        ours = _run(conv, x0, grad, ours=True)
+        _assert_no_worse_than_onednn(ours, theirs, exact)
