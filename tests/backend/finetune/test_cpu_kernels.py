@@ -44,7 +44,11 @@ def _assert_no_worse_than_onednn(ours, theirs, exact) -> None:
 
 
 @pytest.mark.parametrize("cin,cout,bias", [(24, 16, False), (16, 1, True), (9, 2, True)])
-def test_pointwise_matches_convolution_as_closely_as_bf16_allows(cin, cout, bias):
+@pytest.mark.parametrize("per_image_from", [1 << 20, 1])  # the app's threshold; every weight image by image
+def test_pointwise_matches_convolution_as_closely_as_bf16_allows(cin, cout, bias, per_image_from, monkeypatch):
+    """Large weights multiply image by image (no copy of the weight per image), the others in
+    one bmm; both ways within bf16 rounding of the convolution."""
+    monkeypatch.setattr(cpu_kernels, "_PER_IMAGE_WEIGHTS", per_image_from)
     torch.manual_seed(0)
     conv = nn.Conv2d(cin, cout, 1, bias=bias)
     x0 = torch.randn(3, cin, 10, 12)
@@ -153,15 +157,21 @@ def test_depthwise_weight_gradient_by_tiles_equals_the_convolution_gradient(k, s
 
 
 @pytest.mark.parametrize("bias", [False, True])
-def test_depthwise_matches_convolution_as_closely_as_bf16_allows(bias):
+@pytest.mark.parametrize("kind", ["depthwise", "dilated"])
+def test_weight_gradient_kernels_match_convolution_as_closely_as_bf16_allows(kind, bias):
     torch.manual_seed(0)
-    conv = nn.Conv2d(12, 12, 5, padding=2, groups=12, bias=bias)
-    assert cpu_kernels.depthwise_eligible(conv)
-    x0 = torch.randn(4, 12, 16, 24)
-    grad = torch.randn(4, 12, 16, 24)
+    if kind == "depthwise":
+        conv, shape = nn.Conv2d(12, 12, 5, padding=2, groups=12, bias=bias), (4, 12, 16, 24)
+        eligible, kernel = cpu_kernels.depthwise_eligible, cpu_kernels.depthwise_bf16
+    else:
+        conv, shape = nn.Conv2d(24, 8, 3, padding=4, dilation=4, bias=bias), (4, 24, 16, 16)
+        eligible, kernel = cpu_kernels.dilated_eligible, cpu_kernels.dilated_kernel
+    assert eligible(conv)
+    x0 = torch.randn(shape)
+    grad = torch.randn(shape[0], conv.out_channels, *shape[2:])
     exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
     theirs = _run(conv, x0, grad, ours=False)
-    ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.depthwise_bf16)
+    ours = _run(conv, x0, grad, ours=True, kernel=kernel)
     if not bias:
         assert torch.equal(ours[0], theirs[0])  # the forward is oneDNN's own
     _assert_no_worse_than_onednn(ours, theirs, exact)
@@ -241,21 +251,6 @@ def test_dilated_weight_gradient_by_taps_equals_the_convolution_gradient(shape, 
     torch.testing.assert_close(ours, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("bias", [False, True])
-def test_dilated_matches_convolution_as_closely_as_bf16_allows(bias):
-    torch.manual_seed(0)
-    conv = nn.Conv2d(24, 8, 3, padding=4, dilation=4, bias=bias)
-    assert cpu_kernels.dilated_eligible(conv)
-    x0 = torch.randn(4, 24, 16, 16)
-    grad = torch.randn(4, 8, 16, 16)
-    exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
-    theirs = _run(conv, x0, grad, ours=False)
-    ours = _run(conv, x0, grad, ours=True, kernel=cpu_kernels.dilated_kernel)
-    if not bias:
-        assert torch.equal(ours[0], theirs[0])  # the forward is oneDNN's own
-    _assert_no_worse_than_onednn(ours, theirs, exact)
-
-
 def test_dilated_path_only_where_it_was_measured(monkeypatch):
     calls = []
     original = cpu_kernels._DilatedTaps.apply
@@ -333,18 +328,3 @@ def test_dilated_weight_gradient_reuses_the_input_layout_only_while_the_input_is
                                                    [False, True, False])[1]
     torch.testing.assert_close(cpu_kernels.dilated_weight_gradient(x, grad, 3, 2), expected, rtol=1e-12, atol=1e-12)
 
-
-@pytest.mark.parametrize("cout,cin", [(8, 6), (2048, 512)])
-def test_pointwise_products_per_image_for_large_weights_match_the_batched_ones(cout, cin, monkeypatch):
-    """Large weights go image by image (no copy of the weight per image); both ways must give
-    the same forward and gradients as the convolution within bf16 rounding."""
-    torch.manual_seed(0)
-    conv = nn.Conv2d(cin, cout, 1, bias=False)
-    x0 = torch.randn(2, cin, 4, 4)
-    grad = torch.randn(2, cout, 4, 4)
-    exact = _run(conv, x0, grad, ours=False, dtype=torch.float64)
-    theirs = _run(conv, x0, grad, ours=False)
-    for limit in (1 << 20, 1):  # the app's threshold, then every weight per image
-        monkeypatch.setattr(cpu_kernels, "_PER_IMAGE_WEIGHTS", limit)
-        ours = _run(conv, x0, grad, ours=True)
-        _assert_no_worse_than_onednn(ours, theirs, exact)
