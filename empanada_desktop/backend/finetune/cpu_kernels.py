@@ -143,8 +143,8 @@ def depthwise_weight_gradient(x: torch.Tensor, grad: torch.Tensor, k: int, tile:
 
 
 class _DilatedTaps(torch.autograd.Function):
-    """A k x k convolution with dilation d and 'same' padding (stride 1, bf16) whose weight
-    gradient is one matrix product per tap (``dilated_weight_gradient``); the forward and the
+    """A k x k convolution with dilation d and 'same' padding (stride 1; bf16, or float32 in
+    either memory format) whose weight gradient is one matrix product per tap (``dilated_weight_gradient``); the forward and the
     input gradient stay oneDNN's."""
 
     @staticmethod
@@ -166,7 +166,7 @@ class _DilatedTaps(torch.autograd.Function):
                                                          [0, 0], 1, [True, False, False])[0]
         if ctx.needs_input_grad[1]:
             grad_weight = dilated_weight_gradient(x, grad, weight.shape[-1], d).to(weight.dtype)
-            if weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous():
+            if _channels_last(weight):
                 grad_weight = grad_weight.contiguous(memory_format=torch.channels_last)
         return grad_x, grad_weight, None
 
