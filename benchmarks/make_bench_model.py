@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from finetune_speed import write_synthetic_training_set
 
+    from empanada_desktop.core.model_config import ModelConfig
+
     with tempfile.TemporaryDirectory(prefix="bench-model-") as folder:
         work = Path(folder)
         data = write_synthetic_training_set(work / "data", 32, 320)
@@ -55,12 +57,13 @@ def main(argv=None) -> int:
             check=True, env=env,
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        for suffix in (".pth", ".yaml"):
-            (args.out / f"bench_bn{suffix}").write_bytes((work / "run" / f"bench_bn{suffix}").read_bytes())
+        (args.out / "bench_bn.pth").write_bytes((work / "run" / "bench_bn.pth").read_bytes())
+        # The exported config names the weights in the run folder, which goes with the temporary folder.
+        ModelConfig.from_yaml(work / "run" / "bench_bn.yaml").with_model_path(
+            args.out / "bench_bn.pth").to_yaml(args.out / "bench_bn.yaml")
     from inference_speed import model_confidence, synthetic_em
 
     from empanada_desktop.backend.torchscript import load_model
-    from empanada_desktop.core.model_config import ModelConfig
 
     found = model_confidence(load_model(args.out / "bench_bn.pth", "cpu"),
                              ModelConfig.from_yaml(args.out / "bench_bn.yaml"), synthetic_em((1024, 1024)))

@@ -55,7 +55,7 @@ def test_next_to_bf16_only_where_int8_measured_faster(monkeypatch):
     cpu = torch.device("cpu")
     for flags, expected in (({"avx2"}, False), ({"avx2", "avx512f", "avx512_bf16"}, False),
                             ({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"}, True),
-                            ({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}, False)):
+                            ({"avx2", "avx512f", "avx512_vnni", "amx_bf16", "amx_int8", "amx_tile"}, True)):
         info = cpu_module.cpu_capability_info()
         monkeypatch.setattr(cpu_module, "cpu_capability_info",
                             lambda info=info, flags=flags: dataclasses.replace(info, flags=frozenset(flags)))
