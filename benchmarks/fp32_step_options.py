@@ -14,6 +14,8 @@ float32 on the CPU, with each option the issue on CPUs without bfloat16 asked ab
     .venv/bin/python benchmarks/fp32_step_options.py --layers none --batch-size 16 --patch-size 256
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/fp32_step_options.py
 
+(on an Intel CPU add ``MKL_ENABLE_INSTRUCTIONS=AVX2``, which caps MKL's float32 matrix products)
+
 Prints the median seconds per step of ``--steps`` steps after ``--warmup`` and the first and
 last loss (same seed and batch for every option, so losses show whether an option changes the
 arithmetic).

@@ -171,7 +171,8 @@ _ABOVE_AVX2 = frozenset({"avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "a
 
 def capped_to_avx2(environ=os.environ) -> bool:
     """True when torch and oneDNN are told to use at most AVX2 (``ATEN_CPU_CAPABILITY=avx2`` and
-    ``ONEDNN_MAX_CPU_ISA=AVX2``): how an AVX-512 machine stands in for an AVX2-only one."""
+    ``ONEDNN_MAX_CPU_ISA=AVX2``): how an AVX-512 machine stands in for an AVX2-only one. On an
+    Intel CPU, MKL's float32 matrix products also need ``MKL_ENABLE_INSTRUCTIONS=AVX2``."""
     aten = environ.get("ATEN_CPU_CAPABILITY", "").lower()
     onednn = environ.get("ONEDNN_MAX_CPU_ISA", "").upper()
     return aten in ("avx2", "default") and onednn.startswith(("AVX2", "AVX", "SSE"))

@@ -62,7 +62,7 @@ def wanted(choice: str, device: torch.device, precision_name: str, units: list[s
 def int8_beats_bf16() -> bool:
     """Whether frozen stages run faster in int8 than in bf16 here: they do wherever the CPU has
     8-bit dot products. MitoNet_v1, layers none, batch 16 at 256 px, bare steps: AVX-512 BF16
-    with VNNI 4.03 against 4.36 s; AMX (Sapphire Rapids, 2 cores) 1.95-1.99 against 2.10-2.20 s.
+    with VNNI 4.03 against 4.36 s; AMX (2-core Intel Xeon) 1.95-1.99 against 2.10-2.20 s.
     Not without VNNI, where activations lose a bit."""
     return int8.full_range_activations()
 
